@@ -1,0 +1,1 @@
+"""Evaluation: report labelers, clinical-efficacy and NLG metrics, the `rrg-eval` CLI."""

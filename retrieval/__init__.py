@@ -1,0 +1,1 @@
+"""Retrieval: the dual encoder, the hyperbolic retriever and its FAISS index, retrieval metrics."""

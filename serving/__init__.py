@@ -1,0 +1,1 @@
+"""Serving: generation engines, the OpenAI-compatible API, the Gradio page."""
