@@ -19,6 +19,7 @@ labels thousands of reports a second:
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -100,9 +101,24 @@ _NEGATION_PRE = re.compile(
 # Bare words that a post-cue pattern also matches and that qualify what follows them too
 # ("normal heart size", "possible pneumonia"): negations reach forwards a few tokens, uncertainty
 # to the end of the clause.
-_BOTH_WAYS = {"normal", "unremarkable", "top normal", "top-normal", "high normal", "high-normal",
-              "absent", "resolved", "removed", "possible", "suspected", "questionable", "borderline",
-              "equivocal", "unlikely", "less likely"}
+_BOTH_WAYS = {
+    "normal",
+    "unremarkable",
+    "top normal",
+    "top-normal",
+    "high normal",
+    "high-normal",
+    "absent",
+    "resolved",
+    "removed",
+    "possible",
+    "suspected",
+    "questionable",
+    "borderline",
+    "equivocal",
+    "unlikely",
+    "less likely",
+}
 _SHORT_REACH = 4
 
 _NEGATION_POST = re.compile(
@@ -123,7 +139,7 @@ _UNCERTAIN_PRE = re.compile(
     r"suspicious for|suspicion (?:for|of)|suspected|suspect|suspicious|concerning for|concern for|"
     r"worrisome for|may|might|could|suggest|suggests|suggested|suggesting|suggestive of|"
     r"suggestion of|borderline|equivocal|indeterminate|differential|"
-    r"less likely|unlikely|cannot exclude|question|(?:for )?evaluation (?:of|for)|to evaluate(?: for)?|"
+    r"less likely|unlikely|question|(?:for )?evaluation (?:of|for)|to evaluate(?: for)?|"
     r"assess(?:ment)? (?:of|for)|correlate(?: clinically)? for)\b"
 )
 _UNCERTAIN_POST = re.compile(
@@ -150,8 +166,17 @@ _VERB = re.compile(
     r"\b(?:is|are|was|were|has|have|had|appears?|remains?|seems?|shows?|demonstrates?|measures?)\b"
 )
 
-_SIDES = {"left": "left", "right": "right", "bilateral": "both", "bilaterally": "both", "bibasilar": "both",
-          "biapical": "both", "both": "both"}
+_VERB_NUMBER = {verb: "singular" for verb in ("is", "was", "has", "appears", "remains", "seems")}
+_VERB_NUMBER.update({verb: "plural" for verb in ("are", "were", "have", "had", "appear", "remain", "seem")})
+_SIDES = {
+    "left": "left",
+    "right": "right",
+    "bilateral": "both",
+    "bilaterally": "both",
+    "bibasilar": "both",
+    "biapical": "both",
+    "both": "both",
+}
 _TOKEN = re.compile(r"[a-z0-9/'\-]+|,")
 # Tokens that end a describing word's attachment to a mention ("enlarged heart" but not
 # "enlarged heart, stable mediastinum"; "heart and mediastinum are stable" describes both).
@@ -166,12 +191,15 @@ class Cue:
     kind: str
     start: int
     end: int
+    # For cues read backwards: "singular" or "plural" by their verb ("is normal", "are normal"),
+    # None when they have none ("heart size normal").
+    number: str | None = None
 
 
 class Clause:
     """A clause with its tokens and cues located once, then asked about any number of mentions."""
 
-    __slots__ = ("text", "_words", "_token_starts", "_token_ends", "cues", "_scope_ends", "_verbs")
+    __slots__ = ("_scope_ends", "_token_ends", "_token_starts", "_verbs", "_words", "cues", "text")
 
     def __init__(self, text: str):
         self.text = text
@@ -196,9 +224,13 @@ class Clause:
         commas = [i for i, w in enumerate(self._words) if w == ","]
         bounds = [-1, *commas, len(self._words)]
         sides = [
-            {_SIDES[w] for w in self._words[a + 1 : b] if w in _SIDES} for a, b in zip(bounds, bounds[1:])
+            {_SIDES[w] for w in self._words[a + 1 : b] if w in _SIDES} for a, b in itertools.pairwise(bounds)
         ]
-        return [comma for comma, before, after in zip(commas, sides, sides[1:]) if before and after and before != after]
+        return [
+            comma
+            for comma, (before, after) in zip(commas, itertools.pairwise(sides))
+            if before and after and before != after
+        ]
 
     def _find_cues(self) -> list[Cue]:
         text = self.text
@@ -211,7 +243,14 @@ class Clause:
                 if any(s < span[1] and span[0] < e for s, e in masked):
                     continue
                 both_ways = kind.endswith("_post") and match.group(0) in _BOTH_WAYS
-                cues.append(Cue(kind.replace("_post", "_both") if both_ways else kind, *self.token_range(*span)))
+                number = _VERB_NUMBER.get(match.group(0).split(" ", 1)[0])
+                cues.append(
+                    Cue(
+                        kind.replace("_post", "_both") if both_ways else kind,
+                        *self.token_range(*span),
+                        number,
+                    )
+                )
                 if mask:
                     masked.append(span)
 
@@ -246,19 +285,27 @@ class Clause:
                 return False
             return len(between) < _ALTERNATIVE_REACH and "," not in between
         if cue.kind in ("negation_post", "uncertain_post", "negation_both", "uncertain_both"):
-            # The cue speaks of its own verb's subject: no other verb may stand between.
-            return (
-                cue.start >= last
-                and cue.start - last <= _POST_REACH
-                and not any(last <= v < cue.start for v in self._verbs)
-            )
+            return self._reaches_back(cue, last)
         if cue.kind == "no_change":
             return cue.end <= first and self._scope_is_open(cue.end, first)
         if cue.kind == "uncertain_override":
-            return (cue.end <= first and self._scope_is_open(cue.end, first)) or (
-                cue.start >= last and not any(last <= v < cue.start for v in self._verbs)
-            )
+            return (cue.end <= first and self._scope_is_open(cue.end, first)) or self._reaches_back(cue, last)
         return False
+
+    def _reaches_back(self, cue: Cue, last: int) -> bool:
+        """Whether a cue read backwards speaks of the mention ending at token `last`: the cue is
+        about its own verb's subject, so no other verb may stand between; a singular verb has one
+        subject ("effusion and the heart size is normal" says nothing of the effusion), and only a
+        plural one reaches back over a comma-separated list ("heart size, contours and vasculature
+        are normal")."""
+        if cue.start < last or cue.start - last > _POST_REACH:
+            return False
+        if any(last <= v < cue.start for v in self._verbs):
+            return False
+        between = self._words[last : cue.start]
+        if "," in between and cue.number != "plural":
+            return False
+        return not ("and" in between and cue.number == "singular")
 
     def cues_reaching(self, char_start: int, char_end: int) -> set[str]:
         """Kinds of the cues that apply to the mention at this character span."""
@@ -269,18 +316,23 @@ class Clause:
         """How this clause states the mention at this character span."""
         return assertion_from_cues(self.cues_reaching(char_start, char_end))
 
-    def phrase_near(self, pattern: re.Pattern, char_start: int, char_end: int, before: int, after: int) -> bool:
+    def phrase_near(
+        self, pattern: re.Pattern, char_start: int, char_end: int, before: int, after: int
+    ) -> bool:
         """Whether `pattern` describes the mention: within `before` tokens ahead or `after` behind it,
         with no comma or new phrase ("and", "with", ...) between, so that it is not another subject's."""
         first, last = self.token_range(char_start, char_end)
         for match in pattern.finditer(self.text):
             m_first, m_last = self.token_range(*match.span())
             if m_last <= first and first - m_last <= before:
-                if not any(self._words[i] in _ATTACH_BREAK_BEFORE for i in range(m_last, first)):
+                if not _ATTACH_BREAK_BEFORE.intersection(self._words[m_last:first]):
                     return True
-            elif m_first >= last and m_first - last <= after:
-                if not any(self._words[i] in _ATTACH_BREAK_AFTER for i in range(last, m_first)):
-                    return True
+            elif (
+                m_first >= last
+                and m_first - last <= after
+                and not _ATTACH_BREAK_AFTER.intersection(self._words[last:m_first])
+            ):
+                return True
         return False
 
 

@@ -19,10 +19,14 @@ P, N, U, B = "positive", "negative", "uncertain", "blank"
 
 NEGATION = [
     ("No pneumothorax or pleural effusion.", {"Pneumothorax": N, "Pleural Effusion": N}),
-    ("No focal consolidation, pneumothorax, or large pleural effusion.",
-     {"Consolidation": N, "Pneumothorax": N, "Pleural Effusion": N}),
-    ("Negative for pneumothorax, pleural effusion or focal airspace consolidation.",
-     {"Pneumothorax": N, "Pleural Effusion": N, "Consolidation": N}),
+    (
+        "No focal consolidation, pneumothorax, or large pleural effusion.",
+        {"Consolidation": N, "Pneumothorax": N, "Pleural Effusion": N},
+    ),
+    (
+        "Negative for pneumothorax, pleural effusion or focal airspace consolidation.",
+        {"Pneumothorax": N, "Pleural Effusion": N, "Consolidation": N},
+    ),
     ("The lungs are free of focal airspace disease.", {"Lung Opacity": N}),
     ("Lungs are clear without evidence of pneumonia or edema.", {"Pneumonia": N, "Edema": N}),
     ("There is no evidence of pulmonary edema.", {"Edema": N}),
@@ -30,8 +34,10 @@ NEGATION = [
     ("The heart is not enlarged.", {"Cardiomegaly": N}),
     ("Heart size is normal.", {"Cardiomegaly": N}),
     ("Normal heart size and mediastinal contours.", {"Cardiomegaly": N, "Enlarged Cardiomediastinum": N}),
-    ("The cardiomediastinal silhouette is within normal limits for size and contour.",
-     {"Enlarged Cardiomediastinum": N}),
+    (
+        "The cardiomediastinal silhouette is within normal limits for size and contour.",
+        {"Enlarged Cardiomediastinum": N},
+    ),
     ("Heart size is at the upper limits of normal.", {"Cardiomegaly": N}),
     ("The heart size and pulmonary vascularity appear within normal limits.", {"Cardiomegaly": N}),
     ("No acute bony abnormality. No displaced rib fractures.", {"Fracture": N}),
@@ -40,10 +46,25 @@ NEGATION = [
     ("The endotracheal tube has been removed.", {"Support Devices": N}),
     ("Mild cardiomegaly without pulmonary edema.", {"Cardiomegaly": P, "Edema": N}),
     ("No pneumothorax, the heart is enlarged.", {"Pneumothorax": N, "Cardiomegaly": P}),
-    ("There is no pneumothorax and there is a small left pleural effusion.",
-     {"Pneumothorax": N, "Pleural Effusion": P}),
+    (
+        "There is no pneumothorax and there is a small left pleural effusion.",
+        {"Pneumothorax": N, "Pleural Effusion": P},
+    ),
     ("No new consolidation.", {"Consolidation": N}),
     ("Neither effusion nor pneumothorax is present.", {"Pleural Effusion": N, "Pneumothorax": N}),
+    # A singular verb's "normal" is about its own subject, not the finding before "and".
+    (
+        "There is a small left pleural effusion and the heart size is within normal limits.",
+        {"Pleural Effusion": P, "Cardiomegaly": N},
+    ),
+    (
+        "There is a right pneumothorax and the mediastinum is unremarkable.",
+        {"Pneumothorax": P, "Enlarged Cardiomediastinum": N},
+    ),
+    (
+        "The heart size, mediastinal contours, and pulmonary vasculature are within normal limits.",
+        {"Cardiomegaly": N, "Enlarged Cardiomediastinum": N},
+    ),
 ]
 
 UNCERTAINTY = [
@@ -52,8 +73,10 @@ UNCERTAINTY = [
     ("Pneumonia is not excluded.", {"Pneumonia": U}),
     ("Possible right lower lobe pneumonia.", {"Pneumonia": U}),
     ("Left basilar opacity may represent atelectasis.", {"Lung Opacity": P, "Atelectasis": U}),
-    ("Bibasilar opacities, atelectasis versus pneumonia.",
-     {"Lung Opacity": P, "Atelectasis": U, "Pneumonia": U}),
+    (
+        "Bibasilar opacities, atelectasis versus pneumonia.",
+        {"Lung Opacity": P, "Atelectasis": U, "Pneumonia": U},
+    ),
     ("Streaky opacity in the left base, atelectasis or scarring.", {"Lung Opacity": P, "Atelectasis": U}),
     ("Findings are suspicious for pneumonia.", {"Pneumonia": U}),
     ("Borderline cardiomegaly.", {"Cardiomegaly": U}),
@@ -74,8 +97,10 @@ POSITIVE = [
     ("Cardiomegaly is unchanged.", {"Cardiomegaly": P}),
     ("Widened mediastinum.", {"Enlarged Cardiomediastinum": P}),
     ("The cardiomediastinal silhouette is enlarged.", {"Enlarged Cardiomediastinum": P}),
-    ("Heart size moderately enlarged, stable mediastinal contours.",
-     {"Cardiomegaly": P, "Enlarged Cardiomediastinum": U}),
+    (
+        "Heart size moderately enlarged, stable mediastinal contours.",
+        {"Cardiomegaly": P, "Enlarged Cardiomediastinum": U},
+    ),
     ("Small bilateral pleural effusions.", {"Pleural Effusion": P}),
     ("Right lower lobe consolidation consistent with pneumonia.", {"Consolidation": P, "Pneumonia": P}),
     ("Bibasilar subsegmental atelectasis.", {"Atelectasis": P}),
@@ -94,7 +119,10 @@ POSITIVE = [
 NO_CHANGE = [
     ("No change in the small left pleural effusion.", {"Pleural Effusion": P}),
     ("No significant interval change in cardiomegaly.", {"Cardiomegaly": P}),
-    ("No significant change in pneumothorax or right pleural fluid.", {"Pneumothorax": P, "Pleural Effusion": P}),
+    (
+        "No significant change in pneumothorax or right pleural fluid.",
+        {"Pneumothorax": P, "Pleural Effusion": P},
+    ),
     ("Heart size is unchanged.", {"Cardiomegaly": U}),
 ]
 
