@@ -16,25 +16,27 @@ class JsonlError(ValueError):
 
 def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[dict]:
     """Objects from a JSON Lines file ('-' for standard input); each must have the `required` keys."""
-    handle = sys.stdin if str(path) == "-" else open(path, encoding="utf-8")
-    name = "<stdin>" if str(path) == "-" else str(path)
-    try:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise JsonlError(f"{name}:{number}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise JsonlError(f"{name}:{number}: expected a JSON object per line")
-            missing = [key for key in required if key not in record]
-            if missing:
-                raise JsonlError(f"{name}:{number}: missing field(s) {', '.join(missing)}")
-            yield record
-    finally:
-        if handle is not sys.stdin:
-            handle.close()
+    if str(path) == "-":
+        yield from _parse_lines(sys.stdin, "<stdin>", required)
+        return
+    with open(path, encoding="utf-8") as handle:
+        yield from _parse_lines(handle, str(path), required)
+
+
+def _parse_lines(lines: Iterable[str], name: str, required: tuple[str, ...]) -> Iterator[dict]:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise JsonlError(f"{name}:{number}: not valid JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise JsonlError(f"{name}:{number}: expected a JSON object per line")
+        missing = [key for key in required if key not in record]
+        if missing:
+            raise JsonlError(f"{name}:{number}: missing field(s) {', '.join(missing)}")
+        yield record
 
 
 @contextmanager
