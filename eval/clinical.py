@@ -34,9 +34,9 @@ AVERAGES = ("example", "micro", "macro")
 def present_matrix(labels: Sequence[dict[str, str]], mode: str, names: Sequence[str]) -> np.ndarray:
     """(reports, labels) booleans: which labels each report states as present under `mode`."""
     counted = MODES[mode]
-    return np.array([[report.get(name) in counted for name in names] for report in labels], dtype=bool).reshape(
-        len(labels), len(names)
-    )
+    return np.array(
+        [[report.get(name) in counted for name in names] for report in labels], dtype=bool
+    ).reshape(len(labels), len(names))
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -48,7 +48,9 @@ def _scores(tp, fp, fn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return _ratio(tp, tp + fp), _ratio(tp, tp + fn), _ratio(2 * tp, 2 * tp + fp + fn)
 
 
-def counts_per_label(predicted: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def counts_per_label(
+    predicted: np.ndarray, reference: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """True positives, false positives and false negatives per label (columns)."""
     tp = (predicted & reference).sum(axis=0)
     fp = (predicted & ~reference).sum(axis=0)
@@ -56,7 +58,9 @@ def counts_per_label(predicted: np.ndarray, reference: np.ndarray) -> tuple[np.n
     return tp, fp, fn
 
 
-def clinical_efficacy(predicted: Sequence[dict[str, str]], reference: Sequence[dict[str, str]]) -> dict[str, float]:
+def clinical_efficacy(
+    predicted: Sequence[dict[str, str]], reference: Sequence[dict[str, str]]
+) -> dict[str, float]:
     """Every CE variant for paired predicted and reference label dicts."""
     if len(predicted) != len(reference):
         raise ValueError(f"{len(predicted)} predictions but {len(reference)} references")
@@ -69,7 +73,9 @@ def clinical_efficacy(predicted: Sequence[dict[str, str]], reference: Sequence[d
             ref = present_matrix(reference, mode, names)
             tp, fp, fn = counts_per_label(pred, ref)
             # Per report: counts over its labels (rows), then the mean over reports.
-            example = [s.mean() for s in _scores((pred & ref).sum(1), (pred & ~ref).sum(1), (~pred & ref).sum(1))]
+            example = [
+                s.mean() for s in _scores((pred & ref).sum(1), (pred & ~ref).sum(1), (~pred & ref).sum(1))
+            ]
             micro = _scores(tp.sum(), fp.sum(), fn.sum())
             macro = [s.mean() for s in _scores(tp, fp, fn)]
             for average, values in zip(AVERAGES, (example, micro, macro)):
@@ -87,6 +93,13 @@ def per_label_scores(
     tp, fp, fn = counts_per_label(pred, ref)
     precision, recall, f1 = _scores(tp, fp, fn)
     return [
-        {"label": name, "mode": mode, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        {
+            "label": name,
+            "mode": mode,
+            "precision": float(p),
+            "recall": float(r),
+            "f1": float(f),
+            "support": int(s),
+        }
         for name, p, r, f, s in zip(CHEXBERT_LABELS, precision, recall, f1, tp + fn)
     ]

@@ -89,7 +89,9 @@ LABEL_PHRASES: dict[str, LabelPhrases] = {
             r"\bground[- ]glass\b",
             r"\bhaz(?:y|iness)\b",
         ),
-        exclude=_any(r"\bpleural(?:[- ]parenchymal)? scar\w*", r"\bpleuro-?(?:parenchymal|pericardial) scar\w*"),
+        exclude=_any(
+            r"\bpleural(?:[- ]parenchymal)? scar\w*", r"\bpleuro-?(?:parenchymal|pericardial) scar\w*"
+        ),
     ),
     "Lung Lesion": LabelPhrases(
         finding=_any(

@@ -62,7 +62,9 @@ def _anatomy_status(clause: Clause, phrases: LabelPhrases, start: int, end: int)
         return _FROM_ASSERTION[assertion]
     if assertion is Assertion.UNCERTAIN:
         return UNCERTAIN
-    if phrases.stable is not None and clause.phrase_near(phrases.stable, start, end, _ANATOMY_BEFORE, _ANATOMY_AFTER):
+    if phrases.stable is not None and clause.phrase_near(
+        phrases.stable, start, end, _ANATOMY_BEFORE, _ANATOMY_AFTER
+    ):
         return UNCERTAIN
     return None
 

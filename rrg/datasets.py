@@ -59,14 +59,16 @@ def read_r2gen_annotation(path: str | Path) -> dict[str, list[dict]]:
     except json.JSONDecodeError as error:
         raise DatasetError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from None
     if not isinstance(annotation, dict) or not annotation:
-        raise DatasetError(f"{path}: expected an object of splits, e.g. {{\"train\": [...], \"val\": [...]}}")
+        raise DatasetError(f'{path}: expected an object of splits, e.g. {{"train": [...], "val": [...]}}')
     for split, entries in annotation.items():
         _split_name(split)
         if not isinstance(entries, list):
             raise DatasetError(f"{path}: split {split!r} must be a list of studies")
         for i, entry in enumerate(entries):
-            if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or not isinstance(
-                entry.get("report"), str
+            if (
+                not isinstance(entry, dict)
+                or not isinstance(entry.get("id"), str)
+                or not isinstance(entry.get("report"), str)
             ):
                 raise DatasetError(f"{path}: {split}[{i}] needs string fields 'id' and 'report'")
     return annotation
@@ -147,7 +149,9 @@ def mimic_cxr_studies(
     reports_root = Path(reports_root) if reports_root else root / "files"
     if section not in ("findings", "impression", "both"):
         raise DatasetError(f"section must be findings, impression or both, not {section!r}")
-    views_by_dicom = {row["dicom_id"]: row.get("ViewPosition", "") for row in _open_csv(root, _MIMIC_METADATA)}
+    views_by_dicom = {
+        row["dicom_id"]: row.get("ViewPosition", "") for row in _open_csv(root, _MIMIC_METADATA)
+    }
     images: dict[tuple[str, str], list[Path]] = {}
     splits: dict[tuple[str, str], str] = {}
     for row in _open_csv(root, _MIMIC_SPLIT):
@@ -155,7 +159,14 @@ def mimic_cxr_studies(
             continue
         key = (row["subject_id"], row["study_id"])
         subject = row["subject_id"]
-        image = root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{row['study_id']}" / f"{row['dicom_id']}.jpg"
+        image = (
+            root
+            / "files"
+            / f"p{subject[:2]}"
+            / f"p{subject}"
+            / f"s{row['study_id']}"
+            / f"{row['dicom_id']}.jpg"
+        )
         images.setdefault(key, []).append(image)
         splits[key] = _split_name(row["split"])
     studies = []
@@ -163,7 +174,11 @@ def mimic_cxr_studies(
         report = _mimic_report(reports_root, subject, study, section)
         if report is None:
             continue
-        studies.append(Study(f"s{study}", splits[(subject, study)], report, tuple(paths), patient_id=f"p{subject}"))
+        studies.append(
+            Study(f"s{study}", splits[(subject, study)], report, tuple(paths), patient_id=f"p{subject}")
+        )
     if not studies:
-        raise DatasetError(f"no MIMIC-CXR study with a {section} section and a {'/'.join(views)} image under {root}")
+        raise DatasetError(
+            f"no MIMIC-CXR study with a {section} section and a {'/'.join(views)} image under {root}"
+        )
     return studies

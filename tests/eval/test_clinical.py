@@ -21,7 +21,11 @@ def _random_labels(rng: random.Random, n: int) -> list[dict[str, str]]:
 def test_every_variant_is_named():
     metrics = clinical_efficacy(_random_labels(random.Random(0), 5), _random_labels(random.Random(1), 5))
     expected = {
-        f"ce/{m}/{a}/{s}/{x}" for m in MODES for a in AVERAGES for s in LABEL_SETS for x in ("precision", "recall", "f1")
+        f"ce/{m}/{a}/{s}/{x}"
+        for m in MODES
+        for a in AVERAGES
+        for s in LABEL_SETS
+        for x in ("precision", "recall", "f1")
     }
     assert set(metrics) == expected and len(expected) == 36
 
