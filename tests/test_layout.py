@@ -59,5 +59,7 @@ def test_code_passes_ruff():
 
     ruff = shutil.which("ruff")
     assert ruff, "ruff is installed with the dev extra"
-    result = subprocess.run([ruff, "check", "--output-format", "concise", str(ROOT)], capture_output=True, text=True)
+    result = subprocess.run(
+        [ruff, "check", "--output-format", "concise", str(ROOT)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
