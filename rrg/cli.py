@@ -16,46 +16,35 @@ from pathlib import Path
 from rrg.jsonl import JsonlError
 
 
-def _label(args: argparse.Namespace) -> int:
+def _per_report(args: argparse.Namespace, field: str, what: str, describe) -> int:
+    """Read {"id", "report"} lines, write {"id", field: describe(report)} lines, with progress."""
     from tqdm import tqdm
 
-    from eval.labeler import label_report
     from rrg.jsonl import read_jsonl, write_jsonl
 
     started = time.perf_counter()
     records = read_jsonl(args.input, required=("id", "report"))
-    labelled = (
-        {"id": r["id"], "labels": label_report(r["report"])}
-        for r in tqdm(records, desc="labelling", unit="report", disable=args.quiet or args.output == "-")
-    )
-    count = write_jsonl(args.output, labelled)
-    _say(
-        args,
-        f"labelled {count} reports in {time.perf_counter() - started:.1f} s (rules labeler) -> {args.output}",
-    )
+    progress = tqdm(records, desc=what, unit="report", disable=args.quiet or args.output == "-")
+    count = write_jsonl(args.output, ({"id": r["id"], field: describe(r["report"])} for r in progress))
+    _say(args, f"{what}: {count} reports in {time.perf_counter() - started:.1f} s -> {args.output}")
     return 0
+
+
+def _label(args: argparse.Namespace) -> int:
+    from eval.labeler import RULES_LABELER_NAME, label_report
+
+    return _per_report(args, "labels", f"labelling ({RULES_LABELER_NAME} labeler)", label_report)
 
 
 def _triplets(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from prompts.triplets import extract_triplets
-    from rrg.jsonl import read_jsonl, write_jsonl
 
-    started = time.perf_counter()
-    records = read_jsonl(args.input, required=("id", "report"))
-    extracted = (
-        {"id": r["id"], "triplets": [t.to_dict() for t in extract_triplets(r["report"])]}
-        for r in tqdm(
-            records, desc="extracting triplets", unit="report", disable=args.quiet or args.output == "-"
-        )
-    )
-    count = write_jsonl(args.output, extracted)
-    _say(
+    return _per_report(
         args,
-        f"extracted triplets of {count} reports in {time.perf_counter() - started:.1f} s -> {args.output}",
+        "triplets",
+        "extracting triplets",
+        lambda report: [t.to_dict() for t in extract_triplets(report)],
     )
-    return 0
 
 
 def _data_demo(args: argparse.Namespace) -> int:
@@ -94,23 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or messages")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    label = commands.add_parser("label", help="label reports with the 14 CheXbert labels (rule-based)")
-    label.add_argument(
-        "--in", dest="input", required=True, help='JSON Lines of {"id", "report"} ("-": stdin)'
-    )
-    label.add_argument(
-        "--out", dest="output", required=True, help='JSON Lines of {"id", "labels"} ("-": stdout)'
-    )
-    label.set_defaults(run=_label)
-
-    triplets = commands.add_parser("triplets", help="extract MedKLIP (entity, position, exist) triplets")
-    triplets.add_argument(
-        "--in", dest="input", required=True, help='JSON Lines of {"id", "report"} ("-": stdin)'
-    )
-    triplets.add_argument(
-        "--out", dest="output", required=True, help='JSON Lines of {"id", "triplets"} ("-": stdout)'
-    )
-    triplets.set_defaults(run=_triplets)
+    for name, run, output, help_text in (
+        ("label", _label, "labels", "label reports with the 14 CheXbert labels (rule-based)"),
+        ("triplets", _triplets, "triplets", "extract MedKLIP (entity, position, exist) triplets"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument(
+            "--in", dest="input", required=True, help='JSON Lines of {"id", "report"} ("-": stdin)'
+        )
+        command.add_argument(
+            "--out", dest="output", required=True, help=f'JSON Lines of {{"id", "{output}"}} ("-": stdout)'
+        )
+        command.set_defaults(run=run)
 
     data = commands.add_parser("data", help="build data sets")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATASET")

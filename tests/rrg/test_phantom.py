@@ -17,7 +17,7 @@ from rrg.phantom import (
     render_phantom,
     render_report_phantom,
 )
-from rrg.phantom.findings import DEVICE_ENTITIES, LABEL_ENTITIES, POSITION_PLACE
+from rrg.phantom.findings import DEVICE_ENTITIES, LABEL_ENTITIES, MIDLINE_KINDS, POSITION_PLACE
 from rrg.phantom.layers import normal_layers
 from rrg.phantom.pathology import draw_finding
 
@@ -264,20 +264,7 @@ def test_devices_are_bright_where_they_go():
 
 @pytest.mark.parametrize("kind", FINDING_KINDS)
 def test_every_finding_kind_changes_the_image(kind):
-    side = (
-        "midline"
-        if kind
-        in (
-            "cardiomegaly",
-            "widened_mediastinum",
-            "hyperinflation",
-            "hiatal_hernia",
-            "ett",
-            "ng_tube",
-            "sternotomy_wires",
-        )
-        else "left"
-    )
+    side = "midline" if kind in MIDLINE_KINDS else "left"
     delta = change(STUDY, [PhantomFinding(kind, side, "upper" if side == "left" else "whole", 0.7)], 128)
     assert (delta > 10).sum() > 5
 
