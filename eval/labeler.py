@@ -92,8 +92,3 @@ def _is_no_finding(clauses: list[Clause], labels: dict[str, str]) -> bool:
             if clause.assertion(*match.span()) is not Assertion.ABSENT:
                 return False
     return True
-
-
-def label_reports(reports: Iterable[str]) -> Iterator[dict[str, str]]:
-    """Labels for each report, in order."""
-    return (label_report(report) for report in reports)

@@ -11,7 +11,7 @@ import gzip
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -33,7 +33,6 @@ class Study:
     report: str
     image_paths: tuple[Path, ...] = ()
     patient_id: str | None = None
-    metadata: dict = field(default_factory=dict, compare=False)
 
 
 def _split_name(name: str) -> str:
