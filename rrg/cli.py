@@ -69,6 +69,84 @@ def _data_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overrides(pairs: list[str]) -> dict[str, dict]:
+    """`--set training.lm_epochs=1` pairs as config sections; values are read as JSON when they parse."""
+    import json
+
+    sections: dict[str, dict] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        section, _, field = key.partition(".")
+        if not field or not value:
+            raise ValueError(f"--set takes section.field=value, not {pair!r}")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        sections.setdefault(section, {})[field] = parsed
+    return sections
+
+
+def _train(args: argparse.Namespace) -> int:
+    import json
+
+    from rrg.config import load_model_config
+    from rrg.train import train_bundle
+
+    config = load_model_config(args.config).replace(**_overrides(args.set or []))
+    _say(args, f"rrg train: {args.data} -> {args.out}\nconfig:\n{json.dumps(config.to_dict(), indent=2)}")
+    facts = train_bundle(Path(args.data), Path(args.out), config, progress=not args.quiet, log=lambda m: _say(args, m), force=args.force)
+    _say(args, f"bundle ready at {args.out} ({facts['training_seconds_this_run']} s this run)")
+    if config.demo:
+        _say(args, config.notice)
+    return 0
+
+
+def ensure_demo_bundle(args: argparse.Namespace) -> Path:
+    """The demo bundle in the cache, built (demo data, then training) if it is not there yet."""
+    from eval.labeler import RULES_LABELER_NAME, label_report
+    from rrg.bundle import CONFIG
+    from rrg.config import load_model_config
+    from rrg.demo import DemoConfig, build_demo, demo_exists
+    from rrg.paths import demo_bundle_dir, demo_data_dir
+    from rrg.train import train_bundle
+
+    bundle = demo_bundle_dir()
+    if (bundle / CONFIG).is_file():
+        return bundle
+    data = demo_data_dir()
+    if not demo_exists(data):
+        _say(args, f"no demo data in the cache: building it at {data}")
+        build_demo(DemoConfig(out=data), label_report, RULES_LABELER_NAME, progress=not args.quiet)
+    _say(args, f"no demo bundle in the cache: training one at {bundle} (resumable; about 15 minutes on 2 cores)")
+    train_bundle(data, bundle, load_model_config("demo-tiny"), progress=not args.quiet, log=lambda m: _say(args, m))
+    return bundle
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import json
+
+    from rrg.bundle import Bundle
+    from rrg.drafting import LocalDrafter, disclaimer
+    from rrg.generator import SamplingSettings
+    from rrg.imaging import load_image
+
+    bundle = Bundle.open(args.bundle or ensure_demo_bundle(args))
+    images = [load_image(path).pixels for path in args.images]
+    settings = SamplingSettings(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed)
+    drafts = LocalDrafter(bundle).draft(images, settings)
+    notice = disclaimer(bundle)
+    for path, draft in zip(args.images, drafts):
+        if args.json:
+            neighbors = [{"id": n.id, "report": n.report, "distance": round(n.distance, 4)} for n in draft.neighbors]
+            record = {"image": str(path), "draft": draft.text, "finish_reason": draft.finish_reason,
+                      "neighbors": neighbors, "findings": draft.findings, "disclaimer": notice}
+            print(json.dumps(record, ensure_ascii=False))
+        else:
+            print(f"== {path}\n[{notice}]\n{draft.text}\n")
+    return 0
+
+
 def _say(args: argparse.Namespace, message: str) -> None:
     if not args.quiet:
         print(message, file=sys.stderr)
@@ -96,6 +174,23 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.set_defaults(run=run)
 
+    train = commands.add_parser("train", help="train a bundle from a data set folder (resumable)")
+    train.add_argument("--data", required=True, help="a data set folder with manifest.jsonl (e.g. from rrg data demo)")
+    train.add_argument("--out", required=True, help="the bundle folder to write")
+    train.add_argument("--config", default="demo-tiny", help="a named model config or a .json path (default demo-tiny)")
+    train.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a config field")
+    train.add_argument("--force", action="store_true", help="discard what --out holds and train from scratch")
+    train.set_defaults(run=_train)
+
+    generate = commands.add_parser("generate", help="draft reports for X-ray images (PNG, JPEG, DICOM)")
+    generate.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    generate.add_argument("--bundle", help="a trained bundle (default: the demo bundle, built if missing)")
+    generate.add_argument("--json", action="store_true", help="one JSON object per image, with neighbours and findings")
+    generate.add_argument("--max-tokens", type=int, default=128)
+    generate.add_argument("--temperature", type=float, default=0.0)
+    generate.add_argument("--seed", type=int)
+    generate.set_defaults(run=_generate)
+
     data = commands.add_parser("data", help="build data sets")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATASET")
     demo = data_commands.add_parser(
@@ -115,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (JsonlError, FileNotFoundError, ValueError) as error:
+    except (JsonlError, FileNotFoundError, ValueError) as error:  # ImageError is a ValueError
         print(f"rrg {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

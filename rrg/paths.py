@@ -17,3 +17,8 @@ def cache_dir() -> Path:
 def demo_data_dir() -> Path:
     """The default demo data set folder."""
     return cache_dir() / "demo-data"
+
+
+def demo_bundle_dir() -> Path:
+    """The default demo bundle folder."""
+    return cache_dir() / "demo-bundle"

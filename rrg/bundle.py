@@ -1,0 +1,130 @@
+"""A bundle: everything a trained model needs, in one folder (DESIGN.md section 8).
+
+    config.json          the ModelConfig, plus what it was trained on and how ("demo": true and
+                         the phantom notice for the demo model)
+    llm/                 the base language model and its tokenizer, Hugging Face format
+    lora/                the LoRA adapter, PEFT format
+    vision/              the open_clip model: open_clip_config.json + model.safetensors
+    modules.safetensors  the finding heads ("heads.*") and the visual projector ("projector.*")
+    index/               the retrieval index over the training reports
+
+Each part loads on its own, so a serving front can build prompts (vision, heads, projector,
+index and the LLM's token embeddings) without loading the language model itself.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from retrieval.cosine_index import CosineIndex
+from rrg.config import ModelConfig
+from rrg.generator import PromptEmbedder, load_llm, torch_dtype, with_saved_lora
+from rrg.projector import VisualProjector
+from rrg.vision import FindingHeads, VisionEncoder
+
+CONFIG, LLM, LORA, VISION, MODULES, INDEX = "config.json", "llm", "lora", "vision", "modules.safetensors", "index"
+_EMBED_KEY = "model.embed_tokens.weight"
+
+
+class BundleError(ValueError):
+    """A folder that is not a complete bundle."""
+
+
+def save_vision(folder: Path, encoder: VisionEncoder) -> None:
+    """vision/: the open_clip config and weights."""
+    target = folder / VISION
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "open_clip_config.json").write_text(json.dumps(encoder.clip_config, indent=2) + "\n")
+    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, target / "model.safetensors")
+
+
+def save_modules(folder: Path, heads: FindingHeads, projector: VisualProjector) -> None:
+    """modules.safetensors: heads.* and projector.*."""
+    tensors = {f"heads.{k}": v for k, v in heads.state_dict().items()}
+    tensors |= {f"projector.{k}": v for k, v in projector.state_dict().items()}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, folder / MODULES)
+
+
+def write_config(folder: Path, config: ModelConfig, **facts: Any) -> None:
+    """config.json: the model config and facts about its training (data, times, metrics)."""
+    (folder / CONFIG).write_text(json.dumps({**config.to_dict(), **facts}, indent=2) + "\n")
+
+
+@dataclass
+class Bundle:
+    """A bundle folder and its config; parts are loaded on demand."""
+
+    path: Path
+    config: ModelConfig
+    facts: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: str | Path) -> Bundle:
+        """Check the folder holds every part and read its config."""
+        path = Path(path)
+        missing = [name for name in (CONFIG, LLM, LORA, VISION, MODULES, INDEX) if not (path / name).exists()]
+        if missing:
+            raise BundleError(f"{path} is not a complete rrg bundle: missing {', '.join(missing)}")
+        data = json.loads((path / CONFIG).read_text())
+        fields = set(ModelConfig.__dataclass_fields__)
+        config = ModelConfig.from_dict({k: v for k, v in data.items() if k in fields})
+        return cls(path, config, {k: v for k, v in data.items() if k not in fields})
+
+    @property
+    def llm_path(self) -> Path:
+        return self.path / LLM
+
+    @property
+    def lora_path(self) -> Path:
+        return self.path / LORA
+
+    def load_vision(self) -> VisionEncoder:
+        clip_config = json.loads((self.path / VISION / "open_clip_config.json").read_text())
+        encoder = VisionEncoder(clip_config)
+        encoder.load_state_dict(load_file(self.path / VISION / "model.safetensors"))
+        return encoder.eval()
+
+    def load_modules(self, encoder: VisionEncoder) -> tuple[FindingHeads, VisualProjector]:
+        tensors = load_file(self.path / MODULES)
+        heads = FindingHeads(encoder.embed_dim)
+        heads.load_state_dict({k[len("heads.") :]: v for k, v in tensors.items() if k.startswith("heads.")})
+        hidden = tensors["projector.mlp.2.weight"].shape[0]
+        projector = VisualProjector(encoder.token_width, hidden, self.config.vision.visual_tokens)
+        projector.load_state_dict({k[len("projector.") :]: v for k, v in tensors.items() if k.startswith("projector.")})
+        return heads.eval(), projector.eval()
+
+    def load_index(self) -> CosineIndex:
+        if self.config.retrieval.kind != "cosine":
+            raise BundleError(f"retrieval kind {self.config.retrieval.kind!r} is not supported by this version")
+        return CosineIndex.load(self.path / INDEX)
+
+    def load_tokenizer(self) -> PreTrainedTokenizerFast:
+        return AutoTokenizer.from_pretrained(str(self.llm_path))
+
+    def load_token_embedding(self) -> nn.Embedding:
+        """The language model's input embedding matrix alone, read from its safetensors files."""
+        for shard in sorted(self.llm_path.glob("*.safetensors")):
+            with safe_open(str(shard), framework="pt") as handle:
+                if _EMBED_KEY in handle.keys():  # noqa: SIM118 (a safetensors handle is not a dict)
+                    return nn.Embedding.from_pretrained(handle.get_tensor(_EMBED_KEY), freeze=True)
+        raise BundleError(f"no {_EMBED_KEY} in {self.llm_path}/*.safetensors")
+
+    def load_prompt_embedder(self) -> PromptEmbedder:
+        return PromptEmbedder(self.load_tokenizer(), self.load_token_embedding(), self.config.prompt)
+
+    def load_generator(self) -> nn.Module:
+        """The language model with the bundle's LoRA adapter, for transformers generation."""
+        base = load_llm(self.llm_path, self.config.generator.dtype)
+        return with_saved_lora(base, self.lora_path).to(torch_dtype(self.config.generator.dtype))
+
+    def lora_name(self) -> str:
+        """The adapter's name as engines and /v1/models show it."""
+        return f"{self.config.name}-lora"

@@ -1,0 +1,161 @@
+"""Typed model configs, built from named JSON files: `demo-tiny`, `mistral-7b-lora`, or a path.
+
+A new model is a new JSON file under `rrg/model_configs/`, not new code (as open_clip does it).
+The config travels in every bundle's `config.json` and is printed at the start of every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+PHANTOM_NOTICE = (
+    "DEMO MODEL: trained on synthetic phantom radiographs rendered from IU X-Ray report text, not on "
+    "patient images. Its drafts are machine drafts for demonstration, not for clinical use."
+)
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """The image encoder: an open_clip model config (rrg/model_configs/open_clip/<name>.json)."""
+
+    open_clip_model: str = "rrg-vit-tiny"
+    image_size: int = 128
+    # Patch tokens are pooled to a square grid of this many tokens for the language model.
+    visual_tokens: int = 16
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """How reference reports are retrieved for the prompt."""
+
+    kind: str = "cosine"
+    k: int = 2
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """The language model: `base` "demo" trains a small Mistral here; else a local path or hub id."""
+
+    base: str = "demo"
+    vocab_size: int = 2048
+    hidden_size: int = 256
+    intermediate_size: int = 768
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    max_positions: int = 1024
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """The drafting prompt (R2GenGPT's layout, DESIGN.md section 6)."""
+
+    instruction: str = "Write the findings of this chest X-ray report."
+    references_heading: str = "Similar prior reports:"
+    max_reference_tokens: int = 64  # each retrieved report is cut to this many tokens
+    max_report_tokens: int = 128
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Steps, batch sizes and learning rates of each training stage."""
+
+    seed: int = 0
+    threads: int = 2
+    vision_epochs: int = 8
+    vision_batch: int = 32
+    vision_lr: float = 1e-3
+    lm_epochs: int = 6
+    lm_batch: int = 32
+    lm_lr: float = 2e-3
+    draft_epochs: int = 4
+    draft_batch: int = 16
+    draft_lr: float = 1e-3
+    checkpoint_every: int = 50  # optimizer steps between checkpoints within a stage
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that defines a model; saved into every bundle."""
+
+    name: str = "demo-tiny"
+    demo: bool = True
+    notice: str = PHANTOM_NOTICE
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build from a dict, rejecting unknown keys so that a typo is an error, not a default."""
+        return _build(cls, data, "config")
+
+    def replace(self, **sections: dict[str, Any]) -> ModelConfig:
+        """A copy with some fields of some sections changed: `replace(training={"lm_epochs": 1})`."""
+        data = self.to_dict()
+        for section, values in sections.items():
+            if isinstance(values, dict):
+                data[section] = {**data[section], **values}
+            else:
+                data[section] = values
+        return ModelConfig.from_dict(data)
+
+
+def _build(cls, data: dict[str, Any], where: str):
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected an object")  # noqa: TRY004 (bad user input)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    values = {}
+    for name, value in data.items():
+        section = _SECTIONS.get(name) if cls is ModelConfig else None
+        if section is not None:
+            values[name] = _build(section, value, f"{where}.{name}")
+        else:
+            values[name] = tuple(value) if isinstance(value, list) else value
+    return cls(**values)
+
+
+_SECTIONS = {
+    "vision": VisionConfig,
+    "retrieval": RetrievalConfig,
+    "generator": GeneratorConfig,
+    "prompt": PromptConfig,
+    "training": TrainingConfig,
+}
+
+
+def model_config_names() -> list[str]:
+    """The named configs shipped with rrg."""
+    folder = resources.files("rrg").joinpath("model_configs")
+    return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def load_model_config(name_or_path: str | Path) -> ModelConfig:
+    """A named config (`demo-tiny`) or a JSON file."""
+    path = Path(name_or_path)
+    if path.suffix == ".json" and path.is_file():
+        text = path.read_text()
+    elif str(name_or_path) in model_config_names():
+        text = resources.files("rrg").joinpath(f"model_configs/{name_or_path}.json").read_text()
+    else:
+        raise ValueError(f"no model config {str(name_or_path)!r}: use one of {', '.join(model_config_names())} or a .json path")
+    return ModelConfig.from_dict(json.loads(text))

@@ -1,0 +1,98 @@
+"""From X-ray images to drafts.
+
+`Drafter` does everything before the language model, from a bundle: vision encoder, finding
+heads, retrieval of reference reports, the visual projector, and prompt embeddings built with the
+LLM's own token embeddings. Any engine then generates from `DraftPlan.prompt_embeds`: vLLM in the
+server, or transformers here (`LocalDrafter`, for `rrg generate` and `rrg-eval`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from prompts.vocabulary import CHEXBERT_LABELS
+from retrieval.cosine_index import Neighbor
+from rrg.bundle import Bundle
+from rrg.generator import SamplingSettings, generate_hf
+from rrg.imaging import fit_to_square
+
+MACHINE_DRAFT = "Machine draft, not for clinical use."
+
+
+def disclaimer(bundle: Bundle) -> str:
+    """What every place showing a draft of this bundle must say."""
+    return f"{MACHINE_DRAFT} {bundle.config.notice}" if bundle.config.demo else MACHINE_DRAFT
+
+
+@dataclass
+class DraftPlan:
+    """One image, ready for the language model."""
+
+    prompt_embeds: torch.Tensor  # (T, H)
+    neighbors: list[Neighbor]
+    findings: dict[str, float]  # probability per CheXbert label
+
+
+@dataclass
+class Draft:
+    """A generated draft with what it leaned on."""
+
+    text: str
+    finish_reason: str
+    token_ids: tuple[int, ...]
+    neighbors: list[Neighbor]
+    findings: dict[str, float]
+
+
+class Drafter:
+    """The part of the model in front of the language model."""
+
+    def __init__(self, bundle: Bundle):
+        self.bundle = bundle
+        self.encoder = bundle.load_vision()
+        self.heads, self.projector = bundle.load_modules(self.encoder)
+        self.index = bundle.load_index()
+        self.embedder = bundle.load_prompt_embedder()
+        self.image_size = bundle.config.vision.image_size
+        self.k = bundle.config.retrieval.k
+
+    @torch.no_grad()
+    def plan(self, images: Sequence[np.ndarray]) -> list[DraftPlan]:
+        """Prompts for decoded grayscale images (any size, float in [0, 1]), in one batch."""
+        if not images:
+            return []
+        batch = torch.from_numpy(np.stack([fit_to_square(image, self.image_size) for image in images]))
+        seen = self.encoder(batch[:, None])  # pooled (B, E), tokens (B, N, W)
+        probabilities = torch.sigmoid(self.heads(seen.pooled)[0])  # (B, 14)
+        visual = self.projector(seen.tokens)  # (B, V, H)
+        neighbors = self.index.search(seen.pooled.numpy(), self.k)
+        plans = []
+        for row, found in enumerate(neighbors):
+            embeds = self.embedder.prompt_embeds(visual[row], [n.report for n in found])
+            findings = {name: round(float(p), 4) for name, p in zip(CHEXBERT_LABELS, probabilities[row])}
+            plans.append(DraftPlan(embeds, found, findings))
+        return plans
+
+
+class LocalDrafter:
+    """Drafts in this process with transformers: the Drafter plus the language model and its LoRA."""
+
+    def __init__(self, bundle: Bundle):
+        self.drafter = Drafter(bundle)
+        self.model = bundle.load_generator().eval()
+        self.tokenizer = self.drafter.embedder.tokenizer
+
+    def draft(self, images: Sequence[np.ndarray], settings: SamplingSettings | None = None) -> list[Draft]:
+        """Drafts for a batch of decoded images."""
+        plans = self.drafter.plan(images)
+        if not plans:
+            return []
+        settings = settings or SamplingSettings()
+        generations = generate_hf(self.model, self.tokenizer, [p.prompt_embeds for p in plans], settings)
+        return [
+            Draft(g.text, g.finish_reason, g.token_ids, p.neighbors, p.findings) for g, p in zip(generations, plans)
+        ]

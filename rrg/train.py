@@ -1,0 +1,353 @@
+"""`rrg train`: a data set folder in, a bundle out, in resumable stages.
+
+1. tokenizer  a BPE vocabulary learned from the training reports (demo base), or the base's own
+2. vision     the open_clip encoder and finding heads, supervised by each study's labels and entities
+3. index      the training studies' image embeddings, for retrieving reference reports
+4. language   the demo Mistral trained on report text alone (skipped for a pretrained base)
+5. drafting   the visual projector and a LoRA adapter trained to draft a report from the image and
+              its retrieved references, with the prompt layout of DESIGN.md section 6
+
+Each stage writes its part of the bundle and is recorded in `.train/state.json`; a stage under way
+is checkpointed every few steps. `config.json` is written last: a bundle with one is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from retrieval.cosine_index import CosineIndex
+from rrg.bundle import CONFIG, INDEX, LLM, LORA, save_modules, save_vision, write_config
+from rrg.checkpoints import Checkpoints, batch_at, config_fingerprint, steps_per_epoch
+from rrg.config import ModelConfig
+from rrg.generator import PromptEmbedder, build_demo_llm, load_llm, pad_batch, with_new_lora
+from rrg.losses import FindingLoss
+from rrg.projector import VisualProjector
+from rrg.tokenizer import train_report_tokenizer
+from rrg.training_data import StudySet, load_split
+from rrg.vision import FindingHeads, VisionEncoder, open_clip_config
+
+STAGES = ("tokenizer", "vision", "index", "language", "drafting")
+Log = Callable[[str], None]
+
+
+class Trainer:
+    """One training run of one bundle."""
+
+    def __init__(self, data: Path, out: Path, config: ModelConfig, progress: bool = True, log: Log = print):
+        self.data, self.out, self.config, self.progress, self.log = Path(data), Path(out), config, progress, log
+        self.training = config.training
+        self.checkpoints = Checkpoints(self.out, config_fingerprint(config.to_dict(), str(self.data.resolve())))
+        self._train: StudySet | None = None
+        self._val: StudySet | None = None
+
+    # --- data, loaded once on first use ---------------------------------------------------------
+
+    @property
+    def train_set(self) -> StudySet:
+        if self._train is None:
+            self._train = load_split(self.data, "train", self.config.vision.image_size, self.progress)
+        return self._train
+
+    @property
+    def val_set(self) -> StudySet:
+        if self._val is None:
+            self._val = load_split(self.data, "val", self.config.vision.image_size, self.progress)
+        return self._val
+
+    # --- the run --------------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        torch.set_num_threads(self.training.threads)
+        started = time.perf_counter()
+        if self.checkpoints.resuming:
+            self.log(f"resuming: stages done: {', '.join(self.checkpoints.state['done']) or 'none'}")
+        for stage in STAGES:
+            if self.checkpoints.done(stage) is not None:
+                continue
+            self._seed(stage)
+            stage_started = time.perf_counter()
+            summary = getattr(self, f"_{stage}")()
+            summary["seconds"] = round(time.perf_counter() - stage_started, 1)
+            self.checkpoints.finish(stage, summary)
+            self.log(f"stage {stage} done in {summary['seconds']} s: {json.dumps(summary)}")
+        stages = self.checkpoints.state["done"]
+        facts = {
+            "trained_on": {"data": str(self.data), "train_studies": stages["vision"]["train_studies"]},
+            "training_summary": stages,
+            "training_seconds_this_run": round(time.perf_counter() - started, 1),
+            "labeler": "rules",
+            "versions": _versions(),
+        }
+        write_config(self.out, self.config, **facts)
+        self.checkpoints.remove()
+        return facts
+
+    def _seed(self, stage: str) -> None:
+        seed = self.training.seed + STAGES.index(stage)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _steps(
+        self,
+        stage: str,
+        count: int,
+        batch_size: int,
+        epochs: int,
+        modules: dict[str, nn.Module],
+        optimizer: torch.optim.Optimizer,
+        train_step: Callable[[np.ndarray], torch.Tensor],
+    ) -> list[float]:
+        """The optimizer loop of a stage: checkpointed, resumable, with a progress bar."""
+        total = epochs * steps_per_epoch(count, batch_size)
+        start, extra = self.checkpoints.load_step(stage, modules, optimizer)
+        losses: list[float] = extra.get("losses", [])
+        if start:
+            self.log(f"{stage}: resuming at step {start} of {total}")
+        bar = tqdm(range(start, total), desc=stage, unit="step", initial=start, total=total, disable=not self.progress)
+        for step in bar:
+            loss = train_step(batch_at(step, count, batch_size, self.training.seed))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            if (step + 1) % self.training.checkpoint_every == 0 and step + 1 < total:
+                self.checkpoints.save_step(stage, step + 1, modules, optimizer, {"losses": losses})
+        return losses
+
+    # --- 1. tokenizer ---------------------------------------------------------------------------
+
+    def _tokenizer(self) -> dict:
+        generator = self.config.generator
+        if generator.base == "demo":
+            tokenizer = train_report_tokenizer(self.train_set.reports, generator.vocab_size)
+        else:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(generator.base)
+        tokenizer.save_pretrained(str(self.out / LLM))
+        return {"vocab_size": len(tokenizer)}
+
+    def _load_tokenizer(self):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(self.out / LLM))
+
+    # --- 2. vision ------------------------------------------------------------------------------
+
+    def _vision(self) -> dict:
+        data = self.train_set
+        encoder = VisionEncoder(open_clip_config(self.config.vision.open_clip_model))
+        heads = FindingHeads(encoder.embed_dim)
+        criterion = FindingLoss()
+        modules = {"encoder": encoder, "heads": heads}
+        params = [p for m in modules.values() for p in m.parameters()]
+        optimizer = torch.optim.AdamW(params, lr=self.training.vision_lr, weight_decay=0.05)
+        encoder.train()
+
+        def train_step(batch: np.ndarray) -> torch.Tensor:
+            seen = encoder(_jitter(data.images[batch]))
+            label_logits, entity_logits = heads(seen.pooled)
+            return criterion(label_logits, entity_logits, data.label_targets[batch], data.entity_targets[batch])
+
+        losses = self._steps(
+            "vision", len(data), self.training.vision_batch, self.training.vision_epochs, modules, optimizer, train_step
+        )
+        encoder.eval()
+        save_vision(self.out, encoder)
+        torch.save(heads.state_dict(), self.checkpoints.folder / "heads.pt")
+        auc = _mean_auc(encoder, heads, self.val_set)
+        return {"train_studies": len(data), "final_loss": _tail(losses), "val_mean_auc_14": auc}
+
+    def _trained_vision(self) -> tuple[VisionEncoder, FindingHeads]:
+        from rrg.bundle import Bundle
+
+        encoder = Bundle.load_vision(Bundle(self.out, self.config, {}))
+        heads = FindingHeads(encoder.embed_dim)
+        heads.load_state_dict(torch.load(self.checkpoints.folder / "heads.pt"))
+        return encoder, heads.eval()
+
+    # --- 3. index -------------------------------------------------------------------------------
+
+    def _index(self) -> dict:
+        encoder, _ = self._trained_vision()
+        pooled, _ = _encode(encoder, self.train_set.images)
+        index = CosineIndex.build(pooled.numpy(), self.train_set.ids, self.train_set.reports)
+        _replace_folder(self.out / INDEX, index.save)
+        return {"references": len(index)}
+
+    # --- 4. language ----------------------------------------------------------------------------
+
+    def _language(self) -> dict:
+        generator = self.config.generator
+        tokenizer = self._load_tokenizer()
+        if generator.base != "demo":
+            model = load_llm(generator.base, generator.dtype)
+            model.save_pretrained(str(self.out / LLM))
+            return {"base": generator.base, "trained": False}
+        model = build_demo_llm(generator, tokenizer)
+        texts = [
+            [tokenizer.bos_token_id, *tokenizer(" " + r.strip(), add_special_tokens=False).input_ids[: self.config.prompt.max_report_tokens], tokenizer.eos_token_id]
+            for r in self.train_set.reports
+        ]
+        optimizer = torch.optim.AdamW(model.parameters(), lr=self.training.lm_lr, weight_decay=0.01)
+        model.train()
+
+        def train_step(batch: np.ndarray) -> torch.Tensor:
+            longest = max(len(texts[i]) for i in batch)
+            ids = torch.full((len(batch), longest), tokenizer.pad_token_id)
+            labels = torch.full((len(batch), longest), -100)
+            for row, i in enumerate(batch):
+                ids[row, : len(texts[i])] = torch.tensor(texts[i])
+                labels[row, : len(texts[i])] = torch.tensor(texts[i])
+            return model(input_ids=ids, attention_mask=(labels != -100).long(), labels=labels).loss
+
+        losses = self._steps(
+            "language", len(texts), self.training.lm_batch, self.training.lm_epochs, {"model": model}, optimizer, train_step
+        )
+        model.eval()
+        _replace_folder(self.out / LLM, lambda folder: _save_llm(model, tokenizer, folder))
+        parameters = sum(p.numel() for p in model.parameters())
+        return {"base": "demo", "parameters": parameters, "final_loss": _tail(losses)}
+
+    # --- 5. drafting ----------------------------------------------------------------------------
+
+    def _drafting(self) -> dict:
+        generator, data = self.config.generator, self.train_set
+        encoder, heads = self._trained_vision()
+        tokenizer = self._load_tokenizer()
+        model = with_new_lora(load_llm(self.out / LLM, generator.dtype), generator)
+        projector = VisualProjector(encoder.token_width, model.config.hidden_size, self.config.vision.visual_tokens)
+        embedder = PromptEmbedder(tokenizer, model.get_input_embeddings(), self.config.prompt)
+        index = CosineIndex.load(self.out / INDEX)
+
+        def references(study_set: StudySet) -> tuple[torch.Tensor, list[list[str]]]:
+            pooled, tokens = _encode(encoder, study_set.images)
+            found = index.search(pooled.numpy(), self.config.retrieval.k, exclude_ids=study_set.ids)
+            return tokens, [[n.report for n in neighbors] for neighbors in found]
+
+        tokens, refs = references(data)
+        modules = {"projector": projector, "lora": _AdapterState(model)}
+        trainable = [p for p in projector.parameters()] + [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=self.training.draft_lr, weight_decay=0.0)
+        model.train()
+
+        def loss_of(batch, study_tokens, study_refs, reports) -> torch.Tensor:
+            visual = projector(study_tokens[batch])  # (B, V, H)
+            examples = [embedder.training_example(visual[j], study_refs[i], reports[i]) for j, i in enumerate(batch)]
+            embeds, mask, labels = pad_batch([e for e, _ in examples], [l for _, l in examples])
+            return model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+
+        losses = self._steps(
+            "drafting",
+            len(data),
+            self.training.draft_batch,
+            self.training.draft_epochs,
+            modules,
+            optimizer,
+            lambda batch: loss_of(batch, tokens, refs, data.reports),
+        )
+        model.eval()
+        val_tokens, val_refs = references(self.val_set)
+        with torch.no_grad():
+            val_batches = np.array_split(np.arange(len(self.val_set)), max(1, len(self.val_set) // 32))
+            val_loss = float(np.mean([loss_of(b, val_tokens, val_refs, self.val_set.reports) for b in val_batches]))
+        _replace_folder(self.out / LORA, lambda folder: model.save_pretrained(str(folder)))
+        save_modules(self.out, heads, projector)
+        return {"final_loss": _tail(losses), "val_loss": round(val_loss, 4)}
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+class _AdapterState:
+    """The LoRA adapter's weights alone, for checkpoints (not the frozen base model's)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def state_dict(self) -> dict:
+        from peft import get_peft_model_state_dict
+
+        return get_peft_model_state_dict(self.model)
+
+    def load_state_dict(self, state: dict) -> None:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.model, state)
+
+
+def _jitter(images: torch.Tensor) -> torch.Tensor:
+    """Light augmentation: a shift of a few pixels and a little exposure change."""
+    shift = int(images.shape[-1] * 0.03)
+    dx, dy = np.random.randint(-shift, shift + 1, size=2)
+    shifted = torch.roll(images, shifts=(int(dy), int(dx)), dims=(-2, -1))
+    gain = 1.0 + 0.1 * (torch.rand(len(images), 1, 1, 1) - 0.5)
+    return (shifted * gain).clamp(0, 1)
+
+
+@torch.no_grad()
+def _encode(encoder: VisionEncoder, images: torch.Tensor, batch: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    outputs = [encoder(images[i : i + batch]) for i in range(0, len(images), batch)]
+    return torch.cat([o.pooled for o in outputs]), torch.cat([o.tokens for o in outputs])
+
+
+@torch.no_grad()
+def _mean_auc(encoder: VisionEncoder, heads: FindingHeads, study_set: StudySet) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    pooled, _ = _encode(encoder, study_set.images)
+    scores = torch.sigmoid(heads(pooled)[0]).numpy()
+    targets = study_set.label_targets.numpy()
+    aucs = [roc_auc_score(targets[:, j], scores[:, j]) for j in range(targets.shape[1]) if 0 < targets[:, j].sum() < len(targets)]
+    return round(float(np.mean(aucs)), 4) if aucs else None
+
+
+def _tail(losses: list[float]) -> float | None:
+    return round(float(np.mean(losses[-20:])), 4) if losses else None
+
+
+def _save_llm(model: nn.Module, tokenizer, folder: Path) -> None:
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+
+
+def _replace_folder(target: Path, write: Callable[[Path], None]) -> None:
+    """Write a bundle part into a fresh folder, then swap it in (a kill never leaves half a part)."""
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    write(partial)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+
+
+def _versions() -> dict[str, str]:
+    import open_clip
+    import peft
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+            "open_clip": open_clip.__version__}
+
+
+def train_bundle(data: Path, out: Path, config: ModelConfig, progress: bool = True, log: Log = print, force: bool = False) -> dict:
+    """Train a bundle; resumes an unfinished run in `out` unless `force`."""
+    out = Path(out)
+    if force and out.exists():
+        shutil.rmtree(out)
+    if (out / CONFIG).is_file():
+        raise ValueError(f"{out} already holds a trained bundle; use --force to train again")
+    out.mkdir(parents=True, exist_ok=True)
+    return Trainer(data, out, config, progress, log).run()
