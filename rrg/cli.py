@@ -105,22 +105,9 @@ def _train(args: argparse.Namespace) -> int:
 def ensure_demo_bundle(args: argparse.Namespace) -> Path:
     """The demo bundle in the cache, built (demo data, then training) if it is not there yet."""
     from eval.labeler import RULES_LABELER_NAME, label_report
-    from rrg.bundle import CONFIG
-    from rrg.config import load_model_config
-    from rrg.demo import DemoConfig, build_demo, demo_exists
-    from rrg.paths import demo_bundle_dir, demo_data_dir
-    from rrg.train import train_bundle
+    from rrg.demo_bundle import ensure_demo_bundle as ensure
 
-    bundle = demo_bundle_dir()
-    if (bundle / CONFIG).is_file():
-        return bundle
-    data = demo_data_dir()
-    if not demo_exists(data):
-        _say(args, f"no demo data in the cache: building it at {data}")
-        build_demo(DemoConfig(out=data), label_report, RULES_LABELER_NAME, progress=not args.quiet)
-    _say(args, f"no demo bundle in the cache: training one at {bundle} (resumable; about 15 minutes on 2 cores)")
-    train_bundle(data, bundle, load_model_config("demo-tiny"), progress=not args.quiet, log=lambda m: _say(args, m))
-    return bundle
+    return ensure(label_report, RULES_LABELER_NAME, progress=not args.quiet, log=lambda m: _say(args, m))
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -1,0 +1,32 @@
+"""The demo bundle in the cache: what every command uses when the user names no `--bundle`.
+
+Built on first use (demo data set, then `rrg train` with the `demo-tiny` config) and reused after.
+The labeler comes in as an argument, since `rrg` does not import `eval`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from rrg.bundle import CONFIG
+from rrg.config import load_model_config
+from rrg.demo import DemoConfig, LabelFunction, build_demo, demo_exists
+from rrg.paths import demo_bundle_dir, demo_data_dir
+from rrg.train import train_bundle
+
+
+def ensure_demo_bundle(
+    label_report: LabelFunction, labeler_name: str, progress: bool = True, log: Callable[[str], None] = print
+) -> Path:
+    """The cached demo bundle's folder, building the demo data and training the bundle if missing."""
+    bundle = demo_bundle_dir()
+    if (bundle / CONFIG).is_file():
+        return bundle
+    data = demo_data_dir()
+    if not demo_exists(data):
+        log(f"no demo data in the cache: building it at {data}")
+        build_demo(DemoConfig(out=data), label_report, labeler_name, progress=progress)
+    log(f"no demo bundle in the cache: training one at {bundle} (resumable if interrupted)")
+    train_bundle(data, bundle, load_model_config("demo-tiny"), progress=progress, log=log)
+    return bundle
