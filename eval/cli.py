@@ -1,9 +1,14 @@
-"""The `rrg-eval` command: score predicted reports against references.
+"""The `rrg-eval` command: draft reports for a data split (or take given ones) and score them.
 
-Today it scores clinical efficacy in score-only mode (`--predictions`), with the rule labeler.
-Generating with a bundle (`--bundle`), through a server (`--server`), the CheXbert labeler and
-the NLG metrics (BLEU, METEOR, ROUGE-L, CIDEr) arrive with the evaluation issue; the command says
-so instead of skipping them silently.
+Three ways to get predictions, one way to score them:
+- `--bundle BUNDLE --data DIR --split test`: the bundle's greedy drafts (the demo bundle and demo
+  data when not named);
+- `--baseline majority|nearest`: the train split's most frequent report, or the top retrieved
+  neighbour's report, to read a model's numbers against;
+- `--predictions P.jsonl`: score only.
+Scores: every clinical-efficacy variant with the rule labeler, and BLEU-1..4. The CheXbert labeler,
+METEOR, ROUGE-L, CIDEr and `--server` are not there yet; the command says so instead of skipping
+them silently.
 """
 
 from __future__ import annotations
@@ -16,23 +21,31 @@ from pathlib import Path
 
 from eval.clinical import clinical_efficacy, per_label_scores
 from eval.labeler import RULES_LABELER_NAME, label_report
+from eval.nlg import bleu_scores
 from rrg.jsonl import JsonlError, read_jsonl, write_jsonl
 
-NOT_YET = "NLG metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr) are not implemented yet; this run scores clinical efficacy only."
+NOT_YET = (
+    "NLG metrics METEOR, ROUGE-L and CIDEr and the CheXbert labeler are not implemented yet; "
+    "this run scores clinical efficacy (rule labeler) and BLEU-1..4."
+)
+BLEU_KEYS = tuple(f"nlg/bleu{n}" for n in range(1, 5))
 
 
-def score_predictions(predictions: Path, out: Path) -> dict:
-    """Label predictions and references, write metrics.json, per_label.csv and predictions.jsonl."""
-    records = list(read_jsonl(predictions, required=("id", "prediction", "reference")))
+def score_records(records: list[dict], out: Path, source: dict, notice: str | None = None) -> dict:
+    """Label predictions and references, score them, write metrics.json, per_label.csv, predictions.jsonl.
+
+    source: what made the predictions, written into metrics.json; notice: the demo bundle's notice.
+    """
     if not records:
-        raise ValueError(f"{predictions} holds no predictions")
-    predicted = [label_report(r["prediction"]) for r in records]
-    reference = [label_report(r["reference"]) for r in records]
-    metrics = {
-        "labeler": RULES_LABELER_NAME,
-        "reports": len(records),
-        **clinical_efficacy(predicted, reference),
-    }
+        raise ValueError("no predictions to score")
+    predictions = [r["prediction"] for r in records]
+    references = [r["reference"] for r in records]
+    predicted = [label_report(text) for text in predictions]
+    reference = [label_report(text) for text in references]
+    metrics = {"labeler": RULES_LABELER_NAME, "reports": len(records), "source": source}
+    if notice:
+        metrics["notice"] = notice
+    metrics |= clinical_efficacy(predicted, reference) | bleu_scores(predictions, references)
     metrics["not_computed"] = NOT_YET
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -54,8 +67,53 @@ def score_predictions(predictions: Path, out: Path) -> dict:
     return metrics
 
 
+def score_predictions(predictions: Path, out: Path) -> dict:
+    """Score a JSON Lines file of {"id", "prediction", "reference"} (score-only mode)."""
+    records = list(read_jsonl(predictions, required=("id", "prediction", "reference")))
+    if not records:
+        raise ValueError(f"{predictions} holds no predictions")
+    return score_records(records, out, {"kind": "predictions", "path": str(predictions)})
+
+
+def _generate(args: argparse.Namespace) -> tuple[list[dict], dict, str | None]:
+    """Predictions for a data split from a bundle or a baseline, what made them, and the demo notice."""
+    # torch and transformers load only here, so score-only mode starts fast.
+    from eval import generation
+    from rrg.bundle import Bundle
+    from rrg.paths import demo_data_dir
+
+    data = args.data or demo_data_dir()
+    progress = not args.quiet
+    source = {
+        "kind": f"{args.baseline} baseline" if args.baseline else "bundle",
+        "data": str(data),
+        "split": args.split,
+    }
+    if args.baseline == "majority":
+        studies = generation.read_studies(data, args.split, args.limit)
+        return generation.majority_predictions(data, studies), source, None
+    bundle = Bundle.open(args.bundle or _demo_bundle(args))
+    source |= {"bundle": str(bundle.path), "model": bundle.config.name}
+    studies = generation.read_studies(data, args.split, args.limit)
+    if args.baseline == "nearest":
+        records = generation.nearest_predictions(bundle, studies, args.batch_size, progress)
+    else:
+        source["max_tokens"] = args.max_tokens
+        records = generation.draft_predictions(bundle, studies, args.batch_size, args.max_tokens, progress)
+    return records, source, bundle.config.notice if bundle.config.demo else None
+
+
+def _demo_bundle(args: argparse.Namespace) -> Path:
+    from rrg.demo_bundle import ensure_demo_bundle
+
+    return ensure_demo_bundle(
+        label_report, RULES_LABELER_NAME, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr)
+    )
+
+
 def _table(metrics: dict) -> str:
     lines = [
+        f"source: {json.dumps(metrics['source'])}",
         f"clinical efficacy ({metrics['reports']} reports, labeler: {metrics['labeler']})",
         f"{'mode':8} {'average':8} {'labels':6} {'P':>6} {'R':>6} {'F1':>6}",
     ]
@@ -66,7 +124,16 @@ def _table(metrics: dict) -> str:
                     metrics[f"ce/{mode}/{average}/{labels}/{m}"] for m in ("precision", "recall", "f1")
                 )
                 lines.append(f"{mode:8} {average:8} {labels:6} {p:6.3f} {r:6.3f} {f:6.3f}")
+    lines.append("NLG (coco-caption corpus BLEU, R2Gen text cleaning)")
+    lines += [f"{key.removeprefix('nlg/'):8} {metrics[key]:6.3f}" for key in BLEU_KEYS]
     return "\n".join(lines)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,23 +141,51 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="rrg-eval", description="Score radiology report drafts (machine drafts, not for clinical use)."
     )
-    parser.add_argument("--predictions", type=Path, help='JSON Lines of {"id", "prediction", "reference"}')
+    parser.add_argument(
+        "--predictions", type=Path, help='score only: JSON Lines of {"id", "prediction", "reference"}'
+    )
+    parser.add_argument(
+        "--bundle", type=Path, help="draft with this bundle (default: the cached demo bundle)"
+    )
+    parser.add_argument(
+        "--baseline",
+        choices=["majority", "nearest"],
+        help="predict with a baseline instead: the most frequent train report, or the top neighbour's",
+    )
+    parser.add_argument(
+        "--data", type=Path, help="data folder with manifest.jsonl (default: the cached demo data)"
+    )
+    parser.add_argument("--split", default="test", help="split of the data folder to predict (default: test)")
+    parser.add_argument("--limit", type=_positive_int, help="only the first N studies of the split")
+    parser.add_argument("--batch-size", type=_positive_int, default=8)
+    parser.add_argument("--max-tokens", type=_positive_int, default=128)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--labeler", choices=["rules", "chexbert"], default="rules")
-    parser.add_argument("--bundle", help="generate with a bundle (not available yet)")
     parser.add_argument("--server", help="generate through a running rrg server (not available yet)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    if args.bundle or args.server or args.labeler != "rules" or not args.predictions:
+    if args.server:
         parser.error(
-            "only score-only mode is available yet: rrg-eval --predictions P.jsonl --out DIR "
-            "(generation with --bundle/--server and the CheXbert labeler arrive with the evaluation issue)"
+            "--server: generating through a running rrg server is not available yet (serving-hardening issue)"
         )
+    if args.labeler != "rules":
+        parser.error(
+            "--labeler chexbert: the CheXbert labeler is not available yet (evaluation issue); use rules"
+        )
+    if args.predictions and (args.bundle or args.baseline):
+        parser.error("--predictions scores given predictions: it takes no --bundle or --baseline")
     try:
-        metrics = score_predictions(args.predictions, args.out)
+        if args.predictions:
+            metrics = score_predictions(args.predictions, args.out)
+        else:
+            records, source, notice = _generate(args)
+            metrics = score_records(records, args.out, source, notice)
     except (JsonlError, FileNotFoundError, ValueError) as error:
         print(f"rrg-eval: error: {error}", file=sys.stderr)
         return 2
     print(_table(metrics))
+    if "notice" in metrics:
+        print(metrics["notice"], file=sys.stderr)
     print(NOT_YET, file=sys.stderr)
     print(f"wrote {args.out / 'metrics.json'}, per_label.csv, predictions.jsonl", file=sys.stderr)
     return 0

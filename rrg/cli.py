@@ -1,7 +1,7 @@
 """The `rrg` command line.
 
 This is the package's composition root: the one module of `rrg` that reaches into `eval` (the
-report labeler, for `rrg label` and the demo set's labels) and, later, `serving`. Library modules
+report labeler, for `rrg label` and the demo set's labels) and `serving` (for `rrg serve`). Library modules
 of `rrg` never import either; they take what they need as arguments. Imports are made inside
 each command so that `rrg --help` stays fast.
 """
@@ -134,6 +134,14 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from serving.server import serve
+
+    bundle = Path(args.bundle) if args.bundle else ensure_demo_bundle(args)
+    serve(bundle, host=args.host, port=args.port, engine=args.engine, kv_cache_gib=args.kv_cache_gib)
+    return 0
+
+
 def _say(args: argparse.Namespace, message: str) -> None:
     if not args.quiet:
         print(message, file=sys.stderr)
@@ -177,6 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--temperature", type=float, default=0.0)
     generate.add_argument("--seed", type=int)
     generate.set_defaults(run=_generate)
+
+    serve = commands.add_parser("serve", help="serve the API (/v1/completions) and the Gradio page")
+    serve.add_argument("--bundle", help="a trained bundle (default: the demo bundle, built if missing)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--engine", choices=["vllm", "hf"], default="vllm",
+                       help="vllm (default) or hf, the transformers fallback")
+    serve.add_argument("--kv-cache-gib", type=int, help="vLLM's KV cache size on CPU, in whole GiB")
+    serve.set_defaults(run=_serve)
 
     data = commands.add_parser("data", help="build data sets")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATASET")

@@ -61,7 +61,7 @@ class Drafter:
         self.k = bundle.config.retrieval.k
 
     @torch.no_grad()
-    def plan(self, images: Sequence[np.ndarray]) -> list[DraftPlan]:
+    def plan(self, images: Sequence[np.ndarray], instruction: str | None = None) -> list[DraftPlan]:
         """Prompts for decoded grayscale images (any size, float in [0, 1]), in one batch."""
         if not images:
             return []
@@ -72,7 +72,7 @@ class Drafter:
         neighbors = self.index.search(seen.pooled.numpy(), self.k)
         plans = []
         for row, found in enumerate(neighbors):
-            embeds = self.embedder.prompt_embeds(visual[row], [n.report for n in found])
+            embeds = self.embedder.prompt_embeds(visual[row], [n.report for n in found], instruction)
             findings = {name: round(float(p), 4) for name, p in zip(CHEXBERT_LABELS, probabilities[row])}
             plans.append(DraftPlan(embeds, found, findings))
         return plans

@@ -105,10 +105,15 @@ class PromptEmbedder:
         ids = self._ids(report)
         return report if len(ids) <= max_tokens else self.tokenizer.decode(ids[:max_tokens]).strip()
 
-    def prompt_embeds(self, visual: torch.Tensor, references: Sequence[str]) -> torch.Tensor:
-        """(T, H): [BOS] "Human: <Img>" visual "</Img> instruction, references, Assistant:"."""
+    def prompt_embeds(
+        self, visual: torch.Tensor, references: Sequence[str], instruction: str | None = None
+    ) -> torch.Tensor:
+        """(T, H): [BOS] "Human: <Img>" visual "</Img> instruction, references, Assistant:".
+
+        instruction: replaces the config's instruction (the model was trained with the config's).
+        """
         shortened = [self.shorten(r, self.prompt.max_reference_tokens) for r in references]
-        after = after_image(self.prompt.instruction, shortened, self.prompt.references_heading)
+        after = after_image(instruction or self.prompt.instruction, shortened, self.prompt.references_heading)
         head = self._embed([self.tokenizer.bos_token_id, *self._ids(before_image())])  # (h, H)
         tail = self._embed(self._ids(after))  # (t, H)
         return torch.cat([head, visual.to(head.dtype), tail])  # (h + V + t, H)
@@ -150,6 +155,7 @@ class SamplingSettings:
     """How to draw a draft: OpenAI's completion parameters."""
 
     max_tokens: int = 128
+    min_tokens: int = 0  # vLLM's extension: no end of text before this many tokens
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
@@ -188,6 +194,7 @@ def generate_hf(
         "inputs_embeds": embeds,
         "attention_mask": mask,
         "max_new_tokens": settings.max_tokens,
+        "min_new_tokens": settings.min_tokens,
         "do_sample": sampling,
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,

@@ -7,10 +7,16 @@ good; tests that need a model that knows a finding train their own, on purpose.
 
 from __future__ import annotations
 
+import io
 import json
+import struct
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from eval.labeler import RULES_LABELER_NAME, label_report
 from rrg.config import load_model_config
@@ -48,3 +54,41 @@ def micro_bundle(micro_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("micro-bundle") / "bundle"
     train_bundle(micro_data, out, load_model_config("test-micro"), progress=False, log=lambda _: None)
     return out
+
+
+def dicom_of(pixels: np.ndarray, patient_name: str = "Doe^Jane", patient_id: str = "PID-0042") -> bytes:
+    """A 12-bit DX DICOM of grayscale pixels in [0, 1], with patient tags that must never leak."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "DX"
+    ds.PatientName, ds.PatientID = patient_name, patient_id
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = (pixels * 4095).round().astype(np.uint16).tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def make_dicom():
+    """`dicom_of` for tests: pixels in [0, 1] to DICOM bytes."""
+    return dicom_of
+
+
+@pytest.fixture(scope="session")
+def patch_png_size():
+    """Rewrite a PNG's IHDR width/height (and its CRC) without touching the pixel stream."""
+
+    def patch(data: bytes, width: int, height: int) -> bytes:
+        ihdr = bytearray(data[16:29])  # 8 signature + 4 length + 4 "IHDR", then 13 bytes of IHDR data
+        ihdr[0:8] = struct.pack(">II", width, height)
+        crc = struct.pack(">I", zlib.crc32(b"IHDR" + bytes(ihdr)))
+        return data[:16] + bytes(ihdr) + crc + data[33:]
+
+    return patch

@@ -35,8 +35,6 @@ def test_score_only_mode_writes_metrics_per_label_and_labelled_predictions(tmp_p
     assert "labeler: rules" in out.out and "NLG metrics" in out.err
 
 
-def test_generation_modes_are_refused_plainly(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--bundle", "b", "--out", str(tmp_path)])
-    assert exit_info.value.code == 2
-    assert "arrive with the evaluation issue" in capsys.readouterr().err
+def test_a_folder_that_is_not_a_bundle_is_a_plain_error(tmp_path, capsys):
+    assert main(["--bundle", str(tmp_path / "nothing"), "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "rrg-eval: error:" in capsys.readouterr().err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -11,11 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from safetensors.torch import load_file
 
 from rrg.bundle import Bundle, save_modules, save_vision
@@ -96,27 +92,10 @@ def test_an_unfinished_run_with_another_config_is_refused(micro_data, tmp_path):
         train_bundle(micro_data, out, load_model_config("test-micro"), progress=False, log=lambda _: None)
 
 
-def _dicom_of(pixels: np.ndarray) -> bytes:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "DX"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = (pixels * 4095).round().astype(np.uint16).tobytes()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
-def test_rrg_generate_json_drafts_png_and_dicom(micro_bundle, micro_data, tmp_path):
+def test_rrg_generate_json_drafts_png_and_dicom(micro_bundle, micro_data, tmp_path, make_dicom):
     png = micro_data / read_manifest(micro_data)[0]["image"]
     dicom = tmp_path / "study.dcm"
-    dicom.write_bytes(_dicom_of(load_image(png).pixels))
+    dicom.write_bytes(make_dicom(load_image(png).pixels))
     result = subprocess.run(
         [sys.executable, "-m", "rrg.cli", "generate", "--bundle", str(micro_bundle), "--json", "--max-tokens", "12",
          str(png), str(dicom)],

