@@ -1,18 +1,22 @@
 # rrg: the two commands a fresh machine needs (see README.md).
 #   make test   install everything, then run the whole test suite
-#   make serve  install everything, build the demo data if missing, then serve
+#   make serve  install everything, build the demo data and bundle if missing, then serve
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 # uv from PATH, else the copy pip installs (`python3 -m uv` works wherever pip put its binary).
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 EXTRAS := --extra cpu --extra dev
 PYTEST_ARGS ?=
+ENGINE ?= vllm
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
-.PHONY: help install test serve demo-data lint clean
+.PHONY: help install test serve demo-data bench lint clean
 
 help:
 	@echo "make test   - install (uv, cpu + dev extras) and run every test"
-	@echo "make serve  - install, build the demo data set if missing, serve"
+	@echo "make serve  - install, build the demo data and demo bundle if missing, serve on :8000"
+	@echo "make bench  - every benchmark in bench/ (labeler speed; API latency with the demo bundle)"
 	@echo "make lint   - ruff"
 
 install:
@@ -26,11 +30,12 @@ test: install
 demo-data: install
 	$(UV) run --frozen $(EXTRAS) rrg data demo
 
-serve: demo-data
-	@echo ""
-	@echo "rrg: the demo DATA set is built (synthetic phantom images; see its gallery.png)."
-	@echo "rrg: serving (API + Gradio) is NOT implemented yet: it arrives with the end-to-end issue"
-	@echo "     (train a demo bundle, draft, serve through vLLM). Nothing is being served."
+# Builds the demo data and the demo bundle in the cache ($$RRG_CACHE, default ~/.cache/rrg) if missing.
+serve: install
+	$(UV) run --frozen $(EXTRAS) rrg serve --engine $(ENGINE) --host $(HOST) --port $(PORT)
+
+bench: install
+	for script in bench/*.py; do $(UV) run --frozen $(EXTRAS) python $$script || exit 1; done
 
 lint: install
 	$(UV) run --frozen $(EXTRAS) ruff check .

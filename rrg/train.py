@@ -136,6 +136,8 @@ class Trainer:
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(generator.base)
+            if tokenizer.pad_token is None:  # Mistral's has none; batches need one (masked out anyway)
+                tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
         tokenizer.save_pretrained(str(self.out / LLM))
         return {"vocab_size": len(tokenizer)}
 

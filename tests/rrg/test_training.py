@@ -117,3 +117,21 @@ def test_local_drafter_is_deterministic_under_greedy_decoding(micro_bundle, micr
     image = load_image(micro_data / read_manifest(micro_data)[1]["image"]).pixels
     settings = SamplingSettings(max_tokens=10)
     assert drafter.draft([image], settings)[0].text == drafter.draft([image], settings)[0].text
+
+
+def test_a_pretrained_base_is_loaded_from_a_folder_and_stays_frozen(micro_bundle, micro_data, tmp_path):
+    """The mistral-7b-lora path (base from a folder or hub id), on a tiny Mistral in the same HF format."""
+    from rrg.config import load_model_config
+    from rrg.train import train_bundle
+
+    base = micro_bundle / "llm"
+    config = load_model_config("test-micro").replace(generator={"base": str(base)}, training={"lm_epochs": 0})
+    out = tmp_path / "on-a-base"
+    train_bundle(micro_data, out, config, progress=False, log=lambda _: None)
+    bundle = Bundle.open(out)
+    assert bundle.facts["training_summary"]["language"] == {"base": str(base), "trained": False,
+                                                             "seconds": bundle.facts["training_summary"]["language"]["seconds"]}
+    before, after = load_file(base / "model.safetensors"), load_file(out / "llm" / "model.safetensors")
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    image = load_image(micro_data / read_manifest(micro_data)[0]["image"]).pixels
+    assert isinstance(LocalDrafter(bundle).draft([image], SamplingSettings(max_tokens=5))[0].text, str)

@@ -134,3 +134,13 @@ def test_models_list_the_base_and_its_lora_adapter(client):
 def test_health_reports_the_engine(client):
     response = client.get("/health")
     assert response.status_code == 200 and response.json()["engine"] == "hf"
+
+
+def test_rrg_serve_refuses_a_folder_that_is_not_a_bundle(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "rrg.cli", "serve", "--bundle", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2
+    assert "is not a complete rrg bundle" in result.stderr

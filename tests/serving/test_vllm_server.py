@@ -4,12 +4,6 @@ official OpenAI client and with Gradio's client, as users call it."""
 from __future__ import annotations
 
 import base64
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -21,53 +15,21 @@ from rrg.demo import read_manifest
 from rrg.drafting import LocalDrafter
 from rrg.generator import SamplingSettings
 from rrg.imaging import load_image
+from serving.launch import ServerFailedError, running_server
 
 pytestmark = pytest.mark.slow
 REAL_RADIOGRAPH = Path(__file__).resolve().parents[1] / "data" / "nih_cxr14" / "00029548_010.jpg"
-STARTUP_SECONDS = 420
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(micro_bundle, tmp_path_factory):
-    """The server's base URL, once vLLM's engine is up; stopped (gracefully) after the module."""
-    port = _free_port()
+    """The server's base URL, once vLLM's engine is up; stopped after the module."""
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    command = [sys.executable, "-m", "rrg.cli", "serve", "--bundle", str(micro_bundle), "--engine", "vllm",
-               "--port", str(port), "--kv-cache-gib", "1"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"rrg serve exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail(f"rrg serve did not become healthy in {STARTUP_SECONDS} s:\n{log_path.read_text()[-4000:]}")
-        time.sleep(1)
-    yield url, log_path
-    process.send_signal(signal.SIGINT)
     try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    try:  # vLLM's engine core and workers are children in the same session
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        with running_server(micro_bundle, "vllm", log_path) as url:
+            yield url, log_path
+    except ServerFailedError as error:
+        pytest.fail(str(error))
 
 
 def _client(url: str) -> openai.OpenAI:
