@@ -28,13 +28,17 @@ class ServerFailedError(RuntimeError):
 
 @contextmanager
 def running_server(
-    bundle: str | Path, engine: str, log_path: str | Path, kv_cache_gib: int = 1, startup_seconds: float = 420
+    bundle: str | Path, engine: str, log_path: str | Path, kv_cache_gib: int = 1, startup_seconds: float = 420,
+    env: dict[str, str] | None = None,
 ) -> Iterator[str]:
-    """The base URL of an `rrg serve` on loopback; on exit it is stopped (SIGINT, then killed)."""
+    """The base URL of an `rrg serve` on loopback; on exit it is stopped (SIGINT, then killed).
+
+    env: variables added to this process's environment for the server.
+    """
     port = free_port()
     command = [sys.executable, "-m", "rrg.cli", "serve", "--bundle", str(bundle), "--engine", engine,
                "--port", str(port), "--kv-cache-gib", str(kv_cache_gib)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
     log_path = Path(log_path)
     with log_path.open("w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)

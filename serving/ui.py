@@ -44,14 +44,17 @@ def build_ui(service: CompletionService) -> gr.Blocks:
         if path.stat().st_size > service.limits.max_bytes:
             raise gr.Error(f"The file is larger than the limit of {service.limits.max_bytes:,} bytes.",
                            print_exception=False)
+        data = path.read_bytes()
+        path.unlink(missing_ok=True)  # an upload is a patient's image: keep no copy on disk
         try:
-            result = await service.draft(path.read_bytes(), SamplingSettings(max_tokens=DRAFT_TOKENS))
+            result = await service.draft(data, SamplingSettings(max_tokens=DRAFT_TOKENS))
         except APIError as error:
             raise gr.Error(error.message.removeprefix("image: "), print_exception=False) from None
         neighbors = [[n.id, round(n.distance, 4), n.report] for n in result.plan.neighbors]
         return _preview(result.image.pixels), result.generations[0].text, result.plan.findings, neighbors
 
-    with gr.Blocks(title="rrg: machine drafts of chest X-ray reports") as page:
+    # Gradio caches uploads and image outputs on disk: purge them every 5 minutes, once 10 minutes old.
+    with gr.Blocks(title="rrg: machine drafts of chest X-ray reports", delete_cache=(300, 600)) as page:
         gr.Markdown(banner(service))
         with gr.Row():
             with gr.Column(scale=1):

@@ -24,10 +24,11 @@ REAL_RADIOGRAPH = Path(__file__).resolve().parents[1] / "data" / "nih_cxr14" / "
 @pytest.fixture(scope="module")
 def server(micro_bundle, tmp_path_factory):
     """The server's base URL, once vLLM's engine is up; stopped after the module."""
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    folder = tmp_path_factory.mktemp("server")
+    gradio_files = folder / "gradio"
     try:
-        with running_server(micro_bundle, "vllm", log_path) as url:
-            yield url, log_path
+        with running_server(micro_bundle, "vllm", folder / "server.log", env={"GRADIO_TEMP_DIR": str(gradio_files)}) as url:
+            yield url, gradio_files
     except ServerFailedError as error:
         pytest.fail(str(error))
 
@@ -76,18 +77,19 @@ def test_vllm_and_transformers_give_the_same_greedy_drafts(server, micro_bundle,
     assert [completion.choices[0].text for completion in served] == [draft.text for draft in local]
 
 
-def test_gradio_page_drafts_an_uploaded_phantom(server, micro_data):
+def test_gradio_page_drafts_an_uploaded_phantom_and_keeps_no_copy(server, micro_data):
     from gradio_client import Client, handle_file
 
-    url, _ = server
+    url, gradio_files = server
     page = httpx.get(f"{url}/config", timeout=30).text
     assert "not for clinical use" in page and "phantom" in page
-    _preview, draft, findings, neighbors = Client(url, verbose=False).predict(
-        handle_file(str(_images(micro_data, 1)[0])), api_name="/draft"
-    )
+    upload = _images(micro_data, 1)[0]
+    _preview, draft, findings, neighbors = Client(url, verbose=False).predict(handle_file(str(upload)), api_name="/draft")
     assert isinstance(draft, str)
     assert len(findings["confidences"]) >= 1
     assert neighbors["data"] and len(neighbors["data"][0]) == 3
+    kept = [p for p in gradio_files.rglob("*") if p.is_file() and p.read_bytes() == upload.read_bytes()]
+    assert not kept, f"the server kept the uploaded image: {kept}"
 
 
 def test_gradio_page_says_plainly_when_a_file_is_not_an_image(server, tmp_path):
