@@ -56,8 +56,20 @@ def micro_bundle(micro_data, tmp_path_factory) -> Path:
     return out
 
 
-def dicom_of(pixels: np.ndarray, patient_name: str = "Doe^Jane", patient_id: str = "PID-0042") -> bytes:
-    """A 12-bit DX DICOM of grayscale pixels in [0, 1], with patient tags that must never leak."""
+def dicom_of(
+    pixels: np.ndarray,
+    patient_name: str = "Doe^Jane",
+    patient_id: str = "PID-0042",
+    photometric: str = "MONOCHROME2",
+    window: tuple[int, int] | None = None,
+) -> bytes:
+    """A 12-bit DX DICOM of grayscale pixels in [0, 1], with patient tags that must never leak.
+
+    photometric: MONOCHROME1 stores the inverse, as some modalities write it; window: (centre, width).
+    """
+    stored = (pixels * 4095).round().astype(np.uint16)
+    if photometric == "MONOCHROME1":
+        stored = 4095 - stored
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -67,9 +79,11 @@ def dicom_of(pixels: np.ndarray, patient_name: str = "Doe^Jane", patient_id: str
     ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "DX"
     ds.PatientName, ds.PatientID = patient_name, patient_id
     ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = (pixels * 4095).round().astype(np.uint16).tobytes()
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = stored.tobytes()
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
