@@ -89,12 +89,11 @@ def _generate(args: argparse.Namespace) -> tuple[list[dict], dict, str | None]:
         "data": str(data),
         "split": args.split,
     }
+    studies = generation.read_studies(data, args.split, args.limit)
     if args.baseline == "majority":
-        studies = generation.read_studies(data, args.split, args.limit)
         return generation.majority_predictions(data, studies), source, None
     bundle = Bundle.open(args.bundle or _demo_bundle(args))
     source |= {"bundle": str(bundle.path), "model": bundle.config.name}
-    studies = generation.read_studies(data, args.split, args.limit)
     if args.baseline == "nearest":
         records = generation.nearest_predictions(bundle, studies, args.batch_size, progress)
     else:

@@ -47,6 +47,14 @@ class DraftResult:
     generations: list[Generation]
     timings: dict[str, float]
 
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.plan.prompt_embeds)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(len(g.token_ids) for g in self.generations)
+
 
 def image_bytes(field: str, limits: ImageLimits) -> bytes:
     """The bytes of the request's `image`: base64, or a data URL whose payload is base64."""
@@ -116,13 +124,14 @@ class CompletionService:
         generations = await self.engine.generate(plan.prompt_embeds, settings, n, request_id)
         timings["generation"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - started
+        result = DraftResult(request_id, image, plan, generations, timings)
         log.info(json.dumps({
             "event": "draft", "request_id": request_id, "engine": self.engine.info.kind,
             "image_bytes": len(data), "image_format": image.source_format, "image_size": list(image.original_size),
-            "prompt_tokens": prompt_tokens, "completion_tokens": sum(len(g.token_ids) for g in generations),
+            "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
             "seconds": {k: round(v, 4) for k, v in timings.items()},
         }))
-        return DraftResult(request_id, image, plan, generations, timings)
+        return result
 
     def check_model(self, model: str | None) -> str:
         """The served name a request asked for (default: the adapter); 404 for any other."""
@@ -147,8 +156,6 @@ class CompletionService:
         )
         data = await asyncio.to_thread(image_bytes, request.image, self.limits)
         result = await self.draft(data, settings, request.n, request.instruction())
-        completion_tokens = sum(len(g.token_ids) for g in result.generations)
-        prompt_tokens = len(result.plan.prompt_embeds)
         return CompletionResponse(
             id=f"cmpl-{result.request_id}",
             model=model,
@@ -156,8 +163,8 @@ class CompletionService:
                 CompletionChoice(index=i, text=g.text, finish_reason=g.finish_reason)
                 for i, g in enumerate(result.generations)
             ],
-            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                        total_tokens=prompt_tokens + completion_tokens),
+            usage=Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+                        total_tokens=result.prompt_tokens + result.completion_tokens),
             rrg=self.rrg_info(result.plan),
         )
 

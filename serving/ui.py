@@ -40,10 +40,8 @@ def build_ui(service: CompletionService) -> gr.Blocks:
     async def draft(upload: str | None):
         if not upload:
             raise gr.Error("Choose an X-ray file first (PNG, JPEG or DICOM).", print_exception=False)
+        # Gradio's max_file_size (the same byte limit) refuses oversize uploads before they get here.
         path = Path(upload)
-        if path.stat().st_size > service.limits.max_bytes:
-            raise gr.Error(f"The file is larger than the limit of {service.limits.max_bytes:,} bytes.",
-                           print_exception=False)
         data = path.read_bytes()
         path.unlink(missing_ok=True)  # an upload is a patient's image: keep no copy on disk
         try:
