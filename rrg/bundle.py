@@ -30,12 +30,18 @@ from rrg.generator import PromptEmbedder, load_llm, torch_dtype, with_saved_lora
 from rrg.projector import VisualProjector
 from rrg.vision import FindingHeads, VisionEncoder
 
+# 2: the finding heads carry suggestion thresholds and the prompt names the suggested findings.
+BUNDLE_FORMAT = 2
 CONFIG, LLM, LORA, VISION, MODULES, INDEX = "config.json", "llm", "lora", "vision", "modules.safetensors", "index"
 _EMBED_KEY = "model.embed_tokens.weight"
 
 
 class BundleError(ValueError):
     """A folder that is not a complete bundle."""
+
+
+class OutdatedBundleError(BundleError):
+    """A complete bundle written by an older rrg, in a format this one does not read."""
 
 
 def save_vision(folder: Path, encoder: VisionEncoder) -> None:
@@ -54,8 +60,9 @@ def save_modules(folder: Path, heads: FindingHeads, projector: VisualProjector) 
 
 
 def write_config(folder: Path, config: ModelConfig, **facts: Any) -> None:
-    """config.json: the model config and facts about its training (data, times, metrics)."""
-    (folder / CONFIG).write_text(json.dumps({**config.to_dict(), **facts}, indent=2) + "\n")
+    """config.json: the model config, the bundle format, and facts about its training."""
+    data = {**config.to_dict(), "format": BUNDLE_FORMAT, **facts}
+    (folder / CONFIG).write_text(json.dumps(data, indent=2) + "\n")
 
 
 @dataclass
@@ -74,6 +81,11 @@ class Bundle:
         if missing:
             raise BundleError(f"{path} is not a complete rrg bundle: missing {', '.join(missing)}")
         data = json.loads((path / CONFIG).read_text())
+        if data.get("format", 1) != BUNDLE_FORMAT:
+            raise OutdatedBundleError(
+                f"{path} is a bundle of format {data.get('format', 1)}; this rrg reads format {BUNDLE_FORMAT} "
+                "(its prompts name the suggested findings): train it again with `rrg train --force`"
+            )
         fields = set(ModelConfig.__dataclass_fields__)
         config = ModelConfig.from_dict({k: v for k, v in data.items() if k in fields})
         return cls(path, config, {k: v for k, v in data.items() if k not in fields})

@@ -90,12 +90,14 @@ def _overrides(pairs: list[str]) -> dict[str, dict]:
 def _train(args: argparse.Namespace) -> int:
     import json
 
+    from eval.labeler import label_report
     from rrg.config import load_model_config
     from rrg.train import train_bundle
 
     config = load_model_config(args.config).replace(**_overrides(args.set or []))
     _say(args, f"rrg train: {args.data} -> {args.out}\nconfig:\n{json.dumps(config.to_dict(), indent=2)}")
-    facts = train_bundle(Path(args.data), Path(args.out), config, progress=not args.quiet, log=lambda m: _say(args, m), force=args.force)
+    facts = train_bundle(Path(args.data), Path(args.out), config, label_report, progress=not args.quiet,
+                         log=lambda m: _say(args, m), force=args.force)
     _say(args, f"bundle ready at {args.out} ({facts['training_seconds_this_run']} s this run)")
     if config.demo:
         _say(args, config.notice)
@@ -127,7 +129,8 @@ def _generate(args: argparse.Namespace) -> int:
         if args.json:
             neighbors = [{"id": n.id, "report": n.report, "distance": round(n.distance, 4)} for n in draft.neighbors]
             record = {"image": str(path), "draft": draft.text, "finish_reason": draft.finish_reason,
-                      "neighbors": neighbors, "findings": draft.findings, "disclaimer": notice}
+                      "neighbors": neighbors, "findings": draft.findings,
+                      "suggested_findings": draft.suggested, "disclaimer": notice}
             print(json.dumps(record, ensure_ascii=False))
         else:
             print(f"== {path}\n[{notice}]\n{draft.text}\n")

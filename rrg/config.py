@@ -61,6 +61,7 @@ class PromptConfig:
     """The drafting prompt (R2GenGPT's layout, DESIGN.md section 6)."""
 
     instruction: str = "Write the findings of this chest X-ray report."
+    findings_heading: str = "Findings suggested by the image:"
     references_heading: str = "Similar prior reports:"
     max_reference_tokens: int = 64  # each retrieved report is cut to this many tokens
     max_report_tokens: int = 128
@@ -81,6 +82,7 @@ class TrainingConfig:
     draft_epochs: int = 4
     draft_batch: int = 16
     draft_lr: float = 1e-3
+    findings_first: bool = True  # the generator learns reports with their finding sentences first
     checkpoint_every: int = 50  # optimizer steps between checkpoints within a stage
 
 

@@ -1,15 +1,17 @@
 """The demo bundle in the cache: what every command uses when the user names no `--bundle`.
 
-Built on first use (demo data set, then `rrg train` with the `demo-tiny` config) and reused after.
+Built on first use (demo data set, then `rrg train` with the `demo-tiny` config) and reused after;
+a cached bundle of an older format is trained again.
 The labeler comes in as an argument, since `rrg` does not import `eval`.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from rrg.bundle import CONFIG
+from rrg.bundle import CONFIG, Bundle, OutdatedBundleError
 from rrg.config import load_model_config
 from rrg.demo import DemoConfig, LabelFunction, build_demo, demo_exists
 from rrg.paths import demo_bundle_dir, demo_data_dir
@@ -22,11 +24,16 @@ def ensure_demo_bundle(
     """The cached demo bundle's folder, building the demo data and training the bundle if missing."""
     bundle = demo_bundle_dir()
     if (bundle / CONFIG).is_file():
-        return bundle
+        try:
+            Bundle.open(bundle)
+            return bundle
+        except OutdatedBundleError as error:
+            log(f"{error}; replacing the cached demo bundle")
+            shutil.rmtree(bundle)
     data = demo_data_dir()
     if not demo_exists(data):
         log(f"no demo data in the cache: building it at {data}")
         build_demo(DemoConfig(out=data), label_report, labeler_name, progress=progress)
     log(f"no demo bundle in the cache: training one at {bundle} (resumable if interrupted)")
-    train_bundle(data, bundle, load_model_config("demo-tiny"), progress=progress, log=log)
+    train_bundle(data, bundle, load_model_config("demo-tiny"), label_report, progress=progress, log=log)
     return bundle

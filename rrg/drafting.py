@@ -1,9 +1,10 @@
 """From X-ray images to drafts.
 
 `Drafter` does everything before the language model, from a bundle: vision encoder, finding
-heads, retrieval of reference reports, the visual projector, and prompt embeddings built with the
-LLM's own token embeddings. Any engine then generates from `DraftPlan.prompt_embeds`: vLLM in the
-server, or transformers here (`LocalDrafter`, for `rrg generate` and `rrg-eval`).
+heads and the findings they suggest, retrieval of reference reports, the visual projector, and
+prompt embeddings built with the LLM's own token embeddings. Any engine then generates from
+`DraftPlan.prompt_embeds`: vLLM in the server, or transformers here (`LocalDrafter`, for
+`rrg generate` and `rrg-eval`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from retrieval.cosine_index import Neighbor
 from rrg.bundle import Bundle
 from rrg.generator import SamplingSettings, generate_hf
 from rrg.imaging import fit_to_square
+from rrg.suggested_findings import finding_names, suggest
 
 MACHINE_DRAFT = "Machine draft, not for clinical use."
 
@@ -35,6 +37,7 @@ class DraftPlan:
     prompt_embeds: torch.Tensor  # (T, H)
     neighbors: list[Neighbor]
     findings: dict[str, float]  # probability per CheXbert label
+    suggested: list[str]  # the findings named in the prompt (probability above the bundle's threshold)
 
 
 @dataclass
@@ -46,6 +49,7 @@ class Draft:
     token_ids: tuple[int, ...]
     neighbors: list[Neighbor]
     findings: dict[str, float]
+    suggested: list[str]
 
 
 class Drafter:
@@ -67,14 +71,16 @@ class Drafter:
             return []
         batch = torch.from_numpy(np.stack([fit_to_square(image, self.image_size) for image in images]))
         seen = self.encoder(batch[:, None])  # pooled (B, E), tokens (B, N, W)
-        probabilities = torch.sigmoid(self.heads(seen.pooled)[0])  # (B, 14)
+        probabilities = torch.sigmoid(self.heads(seen.pooled)[0]).numpy()  # (B, 14)
+        suggested = suggest(probabilities, self.heads.thresholds.numpy())
         visual = self.projector(seen.tokens)  # (B, V, H)
         neighbors = self.index.search(seen.pooled.numpy(), self.k)
         plans = []
         for row, found in enumerate(neighbors):
-            embeds = self.embedder.prompt_embeds(visual[row], [n.report for n in found], instruction)
+            names = finding_names(suggested[row])
+            embeds = self.embedder.prompt_embeds(visual[row], names, [n.report for n in found], instruction)
             findings = {name: round(float(p), 4) for name, p in zip(CHEXBERT_LABELS, probabilities[row])}
-            plans.append(DraftPlan(embeds, found, findings))
+            plans.append(DraftPlan(embeds, found, findings, names))
         return plans
 
 
@@ -94,5 +100,6 @@ class LocalDrafter:
         settings = settings or SamplingSettings()
         generations = generate_hf(self.model, self.tokenizer, [p.prompt_embeds for p in plans], settings)
         return [
-            Draft(g.text, g.finish_reason, g.token_ids, p.neighbors, p.findings) for g, p in zip(generations, plans)
+            Draft(g.text, g.finish_reason, g.token_ids, p.neighbors, p.findings, p.suggested)
+            for g, p in zip(generations, plans)
         ]

@@ -106,23 +106,34 @@ class PromptEmbedder:
         return report if len(ids) <= max_tokens else self.tokenizer.decode(ids[:max_tokens]).strip()
 
     def prompt_embeds(
-        self, visual: torch.Tensor, references: Sequence[str], instruction: str | None = None
+        self,
+        visual: torch.Tensor,
+        findings: Sequence[str],
+        references: Sequence[str],
+        instruction: str | None = None,
     ) -> torch.Tensor:
-        """(T, H): [BOS] "Human: <Img>" visual "</Img> instruction, references, Assistant:".
+        """(T, H): [BOS] "Human: <Img>" visual "</Img> instruction, findings, references, Assistant:".
 
-        instruction: replaces the config's instruction (the model was trained with the config's).
+        findings: the names of the suggested findings; instruction: replaces the config's
+        instruction (the model was trained with the config's).
         """
         shortened = [self.shorten(r, self.prompt.max_reference_tokens) for r in references]
-        after = after_image(instruction or self.prompt.instruction, shortened, self.prompt.references_heading)
+        after = after_image(
+            instruction or self.prompt.instruction,
+            findings,
+            shortened,
+            self.prompt.findings_heading,
+            self.prompt.references_heading,
+        )
         head = self._embed([self.tokenizer.bos_token_id, *self._ids(before_image())])  # (h, H)
         tail = self._embed(self._ids(after))  # (t, H)
         return torch.cat([head, visual.to(head.dtype), tail])  # (h + V + t, H)
 
     def training_example(
-        self, visual: torch.Tensor, references: Sequence[str], report: str
+        self, visual: torch.Tensor, findings: Sequence[str], references: Sequence[str], report: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt plus target report: embeddings (T, H) and labels (T,) with the prompt ignored."""
-        prompt = self.prompt_embeds(visual, references)
+        prompt = self.prompt_embeds(visual, findings, references)
         target = self._ids(" " + report.strip())[: self.prompt.max_report_tokens] + [self.tokenizer.eos_token_id]
         embeds = torch.cat([prompt, self._embed(target)])
         labels = torch.tensor([IGNORE] * len(prompt) + target, dtype=torch.long)

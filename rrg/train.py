@@ -1,11 +1,13 @@
 """`rrg train`: a data set folder in, a bundle out, in resumable stages.
 
 1. tokenizer  a BPE vocabulary learned from the training reports (demo base), or the base's own
-2. vision     the open_clip encoder and finding heads, supervised by each study's labels and entities
+2. vision     the open_clip encoder and finding heads, supervised by each study's labels and entities;
+              then the heads' suggestion thresholds, tuned on the validation split
 3. index      the training studies' image embeddings, for retrieving reference reports
-4. language   the demo Mistral trained on report text alone (skipped for a pretrained base)
-5. drafting   the visual projector and a LoRA adapter trained to draft a report from the image and
-              its retrieved references, with the prompt layout of DESIGN.md section 6
+4. language   the demo Mistral trained on report text alone, each report after its findings line
+              (skipped for a pretrained base)
+5. drafting   the visual projector and a LoRA adapter trained to draft a report from the image, its
+              suggested findings and its retrieved references (prompt layout of DESIGN.md section 6)
 
 Each stage writes its part of the bundle and is recorded in `.train/state.json`; a stage under way
 is checkpointed every few steps. `config.json` is written last: a bundle with one is complete.
@@ -25,15 +27,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from prompts.instructions import report_cue
+from prompts.vocabulary import CHEXBERT_LABELS
 from retrieval.cosine_index import CosineIndex
 from rrg.bundle import CONFIG, INDEX, LLM, LORA, save_modules, save_vision, write_config
 from rrg.checkpoints import Checkpoints, batch_at, config_fingerprint, steps_per_epoch
 from rrg.config import ModelConfig
+from rrg.demo import LabelFunction
 from rrg.generator import PromptEmbedder, build_demo_llm, load_llm, pad_batch, with_new_lora
 from rrg.losses import FindingLoss
 from rrg.projector import VisualProjector
+from rrg.suggested_findings import NEVER, example_f1, finding_names, suggest, tune_thresholds, with_no_finding
 from rrg.tokenizer import train_report_tokenizer
-from rrg.training_data import StudySet, load_split
+from rrg.training_data import StudySet, findings_first, load_split
 from rrg.vision import FindingHeads, VisionEncoder, open_clip_config
 
 STAGES = ("tokenizer", "vision", "index", "language", "drafting")
@@ -43,8 +49,12 @@ Log = Callable[[str], None]
 class Trainer:
     """One training run of one bundle."""
 
-    def __init__(self, data: Path, out: Path, config: ModelConfig, progress: bool = True, log: Log = print):
+    def __init__(
+        self, data: Path, out: Path, config: ModelConfig, label_report: LabelFunction, progress: bool = True,
+        log: Log = print,
+    ):
         self.data, self.out, self.config, self.progress, self.log = Path(data), Path(out), config, progress, log
+        self.label_report = label_report
         self.training = config.training
         self.checkpoints = Checkpoints(self.out, config_fingerprint(config.to_dict(), str(self.data.resolve())))
         self._train: StudySet | None = None
@@ -57,6 +67,12 @@ class Trainer:
         if self._train is None:
             self._train = load_split(self.data, "train", self.config.vision.image_size, self.progress)
         return self._train
+
+    def targets(self, study_set: StudySet) -> list[str]:
+        """The reports as the generator learns to write them (finding sentences first, by config)."""
+        if not self.training.findings_first:
+            return study_set.reports
+        return [findings_first(r, self.label_report) for r in study_set.reports]
 
     @property
     def val_set(self) -> StudySet:
@@ -167,10 +183,21 @@ class Trainer:
             "vision", len(data), self.training.vision_batch, self.training.vision_epochs, modules, optimizer, train_step
         )
         encoder.eval()
+        heads.eval()
         save_vision(self.out, encoder)
+        val_probabilities = _probabilities(encoder, heads, self.val_set)
+        val_positives = self.val_set.label_targets.numpy() > 0
+        thresholds = tune_thresholds(val_probabilities, val_positives)
+        heads.thresholds.copy_(torch.from_numpy(thresholds))
         torch.save(heads.state_dict(), self.checkpoints.folder / "heads.pt")
-        auc = _mean_auc(encoder, heads, self.val_set)
-        return {"train_studies": len(data), "final_loss": _tail(losses), "val_mean_auc_14": auc}
+        suggested = with_no_finding(suggest(val_probabilities, thresholds))
+        return {
+            "train_studies": len(data),
+            "final_loss": _tail(losses),
+            "val_mean_auc_14": _mean_auc(val_probabilities, val_positives),
+            "suggestion_thresholds": {n: round(float(t), 2) for n, t in zip(CHEXBERT_LABELS, thresholds) if t < NEVER},
+            "val_example_f1_of_suggestions": round(example_f1(suggested, val_positives), 4),
+        }
 
     def _trained_vision(self) -> tuple[VisionEncoder, FindingHeads]:
         from rrg.bundle import Bundle
@@ -199,24 +226,34 @@ class Trainer:
             model.save_pretrained(str(self.out / LLM))
             return {"base": generator.base, "trained": False}
         model = build_demo_llm(generator, tokenizer)
-        texts = [
-            [tokenizer.bos_token_id, *tokenizer(" " + r.strip(), add_special_tokens=False).input_ids[: self.config.prompt.max_report_tokens], tokenizer.eos_token_id]
-            for r in self.train_set.reports
+        prompt, data = self.config.prompt, self.train_set
+
+        def ids(text: str) -> list[int]:
+            return tokenizer(text, add_special_tokens=False).input_ids
+
+        # Each report after its own findings line: the base learns to write what the line names.
+        cues = [
+            [tokenizer.bos_token_id, *ids(report_cue(finding_names(row), prompt.findings_heading))]
+            for row in data.label_targets.numpy() > 0
         ]
+        targets = [ids(" " + r.strip())[: prompt.max_report_tokens] + [tokenizer.eos_token_id] for r in self.targets(data)]
         optimizer = torch.optim.AdamW(model.parameters(), lr=self.training.lm_lr, weight_decay=0.01)
         model.train()
 
         def train_step(batch: np.ndarray) -> torch.Tensor:
-            longest = max(len(texts[i]) for i in batch)
-            ids = torch.full((len(batch), longest), tokenizer.pad_token_id)
+            longest = max(len(cues[i]) + len(targets[i]) for i in batch)
+            input_ids = torch.full((len(batch), longest), tokenizer.pad_token_id)
+            mask = torch.zeros((len(batch), longest), dtype=torch.long)
             labels = torch.full((len(batch), longest), -100)
             for row, i in enumerate(batch):
-                ids[row, : len(texts[i])] = torch.tensor(texts[i])
-                labels[row, : len(texts[i])] = torch.tensor(texts[i])
-            return model(input_ids=ids, attention_mask=(labels != -100).long(), labels=labels).loss
+                cue, target = cues[i], targets[i]
+                input_ids[row, : len(cue) + len(target)] = torch.tensor(cue + target)
+                mask[row, : len(cue) + len(target)] = 1
+                labels[row, len(cue) : len(cue) + len(target)] = torch.tensor(target)  # the cue is not scored
+            return model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
 
         losses = self._steps(
-            "language", len(texts), self.training.lm_batch, self.training.lm_epochs, {"model": model}, optimizer, train_step
+            "language", len(targets), self.training.lm_batch, self.training.lm_epochs, {"model": model}, optimizer, train_step
         )
         model.eval()
         _replace_folder(self.out / LLM, lambda folder: _save_llm(model, tokenizer, folder))
@@ -234,20 +271,27 @@ class Trainer:
         embedder = PromptEmbedder(tokenizer, model.get_input_embeddings(), self.config.prompt)
         index = CosineIndex.load(self.out / INDEX)
 
-        def references(study_set: StudySet) -> tuple[torch.Tensor, list[list[str]]]:
+        def references(study_set: StudySet) -> tuple[torch.Tensor, torch.Tensor, list[list[str]]]:
             pooled, tokens = _encode(encoder, study_set.images)
             found = index.search(pooled.numpy(), self.config.retrieval.k, exclude_ids=study_set.ids)
-            return tokens, [[n.report for n in neighbors] for neighbors in found]
+            return pooled, tokens, [[n.report for n in neighbors] for neighbors in found]
 
-        tokens, refs = references(data)
+        # Training prompts name each study's own findings (the adapter learns to write what the line
+        # says); validation prompts name what the heads suggest, as at inference.
+        _, tokens, refs = references(data)
+        findings = [finding_names(row) for row in data.label_targets.numpy() > 0]
+        train_reports, val_reports = self.targets(data), self.targets(self.val_set)
         modules = {"projector": projector, "lora": _AdapterState(model)}
         trainable = [p for p in projector.parameters()] + [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=self.training.draft_lr, weight_decay=0.0)
         model.train()
 
-        def loss_of(batch, study_tokens, study_refs, reports) -> torch.Tensor:
+        def loss_of(batch, study_tokens, study_findings, study_refs, reports) -> torch.Tensor:
             visual = projector(study_tokens[batch])  # (B, V, H)
-            examples = [embedder.training_example(visual[j], study_refs[i], reports[i]) for j, i in enumerate(batch)]
+            examples = [
+                embedder.training_example(visual[j], study_findings[i], study_refs[i], reports[i])
+                for j, i in enumerate(batch)
+            ]
             embeds, mask, labels = pad_batch([e for e, _ in examples], [l for _, l in examples])
             return model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
 
@@ -258,13 +302,17 @@ class Trainer:
             self.training.draft_epochs,
             modules,
             optimizer,
-            lambda batch: loss_of(batch, tokens, refs, data.reports),
+            lambda batch: loss_of(batch, tokens, findings, refs, train_reports),
         )
         model.eval()
-        val_tokens, val_refs = references(self.val_set)
+        val_pooled, val_tokens, val_refs = references(self.val_set)
         with torch.no_grad():
+            val_suggested = suggest(torch.sigmoid(heads(val_pooled)[0]).numpy(), heads.thresholds.numpy())
+            val_findings = [finding_names(row) for row in val_suggested]
             val_batches = np.array_split(np.arange(len(self.val_set)), max(1, len(self.val_set) // 32))
-            val_loss = float(np.mean([loss_of(b, val_tokens, val_refs, self.val_set.reports) for b in val_batches]))
+            val_loss = float(np.mean([
+                loss_of(b, val_tokens, val_findings, val_refs, val_reports) for b in val_batches
+            ]))
         _replace_folder(self.out / LORA, lambda folder: model.save_pretrained(str(folder)))
         save_modules(self.out, heads, projector)
         return {"final_loss": _tail(losses), "val_loss": round(val_loss, 4)}
@@ -306,12 +354,16 @@ def _encode(encoder: VisionEncoder, images: torch.Tensor, batch: int = 128) -> t
 
 
 @torch.no_grad()
-def _mean_auc(encoder: VisionEncoder, heads: FindingHeads, study_set: StudySet) -> float | None:
+def _probabilities(encoder: VisionEncoder, heads: FindingHeads, study_set: StudySet) -> np.ndarray:
+    """(N, 14) the heads' label probabilities for a split."""
+    pooled, _ = _encode(encoder, study_set.images)
+    return torch.sigmoid(heads(pooled)[0]).numpy()
+
+
+def _mean_auc(scores: np.ndarray, targets: np.ndarray) -> float | None:
+    """Mean ROC AUC over the labels with both classes present."""
     from sklearn.metrics import roc_auc_score
 
-    pooled, _ = _encode(encoder, study_set.images)
-    scores = torch.sigmoid(heads(pooled)[0]).numpy()
-    targets = study_set.label_targets.numpy()
     aucs = [roc_auc_score(targets[:, j], scores[:, j]) for j in range(targets.shape[1]) if 0 < targets[:, j].sum() < len(targets)]
     return round(float(np.mean(aucs)), 4) if aucs else None
 
@@ -344,12 +396,19 @@ def _versions() -> dict[str, str]:
             "open_clip": open_clip.__version__}
 
 
-def train_bundle(data: Path, out: Path, config: ModelConfig, progress: bool = True, log: Log = print, force: bool = False) -> dict:
-    """Train a bundle; resumes an unfinished run in `out` unless `force`."""
+def train_bundle(
+    data: Path, out: Path, config: ModelConfig, label_report: LabelFunction, progress: bool = True, log: Log = print,
+    force: bool = False,
+) -> dict:
+    """Train a bundle; resumes an unfinished run in `out` unless `force`.
+
+    label_report: the report labeler (the rules labeler of `eval`), which finds the sentences that
+    state a finding when `training.findings_first` is set.
+    """
     out = Path(out)
     if force and out.exists():
         shutil.rmtree(out)
     if (out / CONFIG).is_file():
         raise ValueError(f"{out} already holds a trained bundle; use --force to train again")
     out.mkdir(parents=True, exist_ok=True)
-    return Trainer(data, out, config, progress, log).run()
+    return Trainer(data, out, config, label_report, progress, log).run()

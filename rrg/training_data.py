@@ -3,6 +3,8 @@ images decoded once into a tensor, and the finding targets of each study."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,3 +53,19 @@ def load_split(folder: str | Path, split: str, image_size: int, progress: bool =
         label_targets=torch.tensor(labels),
         entity_targets=torch.from_numpy(np.stack(entities).astype(np.int64)),
     )
+
+
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
+
+
+def findings_first(report: str, label_report: Callable[[str], dict[str, str]]) -> str:
+    """The report with its sentences that state a finding (a positive label other than No Finding)
+    moved to the front, otherwise in their order and words.
+
+    The demo trains its small language model on reports in this order, so that a draft commits to
+    the suggested findings in its first words instead of reaching them, rarely, after the normal
+    sentences that open most reports.
+    """
+    sentences = [s for s in _SENTENCE_BREAK.split(report.strip()) if s]
+    finding = [any(v == "positive" for k, v in label_report(s).items() if k != "No Finding") for s in sentences]
+    return " ".join([s for s, f in zip(sentences, finding) if f] + [s for s, f in zip(sentences, finding) if not f])

@@ -90,6 +90,9 @@ class FindingHeads(nn.Module):
         super().__init__()
         self.labels = nn.Linear(embed_dim, len(CHEXBERT_LABELS))
         self.entities = nn.Linear(embed_dim, len(MEDKLIP_ENTITIES))
+        # Per label: the probability above which the label is suggested to the language model,
+        # tuned on the validation split after training (rrg/suggested_findings.py); 1.0 = never.
+        self.register_buffer("thresholds", torch.ones(len(CHEXBERT_LABELS)))
 
     def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, 14) and (B, 75)."""

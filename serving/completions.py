@@ -173,5 +173,6 @@ class CompletionService:
         return RrgInfo(
             neighbors=[NeighborOut(id=n.id, report=n.report, distance=round(n.distance, 6)) for n in plan.neighbors],
             findings=plan.findings,
+            suggested_findings=plan.suggested,
             disclaimer=self.notice,
         )

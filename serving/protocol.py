@@ -53,6 +53,7 @@ class RrgInfo(BaseModel):
 
     neighbors: list[NeighborOut]
     findings: dict[str, float]  # probability per CheXbert label
+    suggested_findings: list[str]  # the findings named in the prompt (above the bundle's thresholds)
     clues: list[dict] = Field(default_factory=list)  # disease clues arrive with the fusion issue
     disclaimer: str
 

@@ -49,7 +49,8 @@ def build_ui(service: CompletionService) -> gr.Blocks:
         except APIError as error:
             raise gr.Error(error.message.removeprefix("image: "), print_exception=False) from None
         neighbors = [[n.id, round(n.distance, 4), n.report] for n in result.plan.neighbors]
-        return _preview(result.image.pixels), result.generations[0].text, result.plan.findings, neighbors
+        suggested = ", ".join(result.plan.suggested) or "none"
+        return _preview(result.image.pixels), result.generations[0].text, result.plan.findings, neighbors, suggested
 
     # Gradio caches uploads and image outputs on disk: purge them every 5 minutes, once 10 minutes old.
     with gr.Blocks(title="rrg: machine drafts of chest X-ray reports", delete_cache=(300, 600)) as page:
@@ -65,10 +66,12 @@ def build_ui(service: CompletionService) -> gr.Blocks:
                     buttons=["copy"],
                 )
                 findings = gr.Label(label="Predicted findings (probability)", num_top_classes=6)
+                suggested = gr.Textbox(label="Findings named in the prompt (above the bundle's thresholds)")
                 neighbors = gr.Dataframe(
                     headers=["prior study", "distance", "report"], label="Retrieved prior reports",
                     interactive=False, wrap=True,
                 )
         gr.Markdown(f"<small>{service.notice}</small>")
-        button.click(draft, inputs=[upload], outputs=[preview, text, findings, neighbors], api_name="draft")
+        button.click(draft, inputs=[upload], outputs=[preview, text, findings, neighbors, suggested],
+                     api_name="draft")
     return page

@@ -52,7 +52,7 @@ def micro_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def micro_bundle(micro_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("micro-bundle") / "bundle"
-    train_bundle(micro_data, out, load_model_config("test-micro"), progress=False, log=lambda _: None)
+    train_bundle(micro_data, out, load_model_config("test-micro"), label_report, progress=False, log=lambda _: None)
     return out
 
 

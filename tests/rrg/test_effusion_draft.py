@@ -79,7 +79,7 @@ def train_and_draft(folder: Path, config: ModelConfig) -> tuple[list[Draft], lis
                RULES_LABELER_NAME, progress=False)
     threads = torch.get_num_threads()
     try:  # training sets the process's thread count; later tests get theirs back
-        train_bundle(data, folder / "bundle", config, progress=False, log=lambda _: None)
+        train_bundle(data, folder / "bundle", config, label_report, progress=False, log=lambda _: None)
         drafter = LocalDrafter(Bundle.open(folder / "bundle"))
         with_effusion = [_as_uploaded(render_phantom(s, [LARGE_RIGHT_EFFUSION], IMAGE_SIZE)) for s in TEST_STUDIES]
         normal = [_as_uploaded(render_phantom(s, [], IMAGE_SIZE)) for s in TEST_STUDIES]

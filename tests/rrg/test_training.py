@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from eval.labeler import label_report
 from rrg.bundle import Bundle, save_modules, save_vision
 from rrg.demo import read_manifest
 from rrg.drafting import Drafter, LocalDrafter
@@ -89,7 +90,7 @@ def test_an_unfinished_run_with_another_config_is_refused(micro_data, tmp_path):
     (out / ".train").mkdir(parents=True)
     (out / ".train" / "state.json").write_text(json.dumps({"fingerprint": "other", "done": {}}))
     with pytest.raises(ValueError, match="another config"):
-        train_bundle(micro_data, out, load_model_config("test-micro"), progress=False, log=lambda _: None)
+        train_bundle(micro_data, out, load_model_config("test-micro"), label_report, progress=False, log=lambda _: None)
 
 
 def test_rrg_generate_json_drafts_png_and_dicom(micro_bundle, micro_data, tmp_path, make_dicom):
@@ -127,7 +128,7 @@ def test_a_pretrained_base_is_loaded_from_a_folder_and_stays_frozen(micro_bundle
     base = micro_bundle / "llm"
     config = load_model_config("test-micro").replace(generator={"base": str(base)}, training={"lm_epochs": 0})
     out = tmp_path / "on-a-base"
-    train_bundle(micro_data, out, config, progress=False, log=lambda _: None)
+    train_bundle(micro_data, out, config, label_report, progress=False, log=lambda _: None)
     bundle = Bundle.open(out)
     assert bundle.facts["training_summary"]["language"] == {"base": str(base), "trained": False,
                                                              "seconds": bundle.facts["training_summary"]["language"]["seconds"]}

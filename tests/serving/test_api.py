@@ -54,6 +54,7 @@ def test_completion_is_an_openai_object_with_the_rrg_fields(client, phantom, mic
     rrg = body["rrg"]
     assert len(rrg["neighbors"]) == 1 and set(rrg["neighbors"][0]) == {"id", "report", "distance"}
     assert len(rrg["findings"]) == 14 and all(0.0 <= p <= 1.0 for p in rrg["findings"].values())
+    assert set(rrg["suggested_findings"]) <= {name.lower() for name in rrg["findings"]}
     assert "not for clinical use" in rrg["disclaimer"] and "phantom" in rrg["disclaimer"]
     # The API drafts exactly what `rrg generate` drafts from the same bundle (greedy).
     local = LocalDrafter(Bundle.open(micro_bundle)).draft([load_image(micro_data / read_manifest(micro_data)[2]["image"]).pixels],

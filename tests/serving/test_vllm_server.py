@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 
+from prompts.vocabulary import CHEXBERT_LABELS
 from rrg.bundle import Bundle
 from rrg.demo import read_manifest
 from rrg.drafting import LocalDrafter
@@ -77,6 +78,9 @@ def test_vllm_and_transformers_give_the_same_greedy_drafts(server, micro_bundle,
     assert [completion.choices[0].text for completion in served] == [draft.text for draft in local]
 
 
+_LABEL_NAMES = {name.lower() for name in CHEXBERT_LABELS}
+
+
 def test_gradio_page_drafts_an_uploaded_phantom_and_keeps_no_copy(server, micro_data):
     from gradio_client import Client, handle_file
 
@@ -84,8 +88,10 @@ def test_gradio_page_drafts_an_uploaded_phantom_and_keeps_no_copy(server, micro_
     page = httpx.get(f"{url}/config", timeout=30).text
     assert "not for clinical use" in page and "phantom" in page
     upload = _images(micro_data, 1)[0]
-    _preview, draft, findings, neighbors = Client(url, verbose=False).predict(handle_file(str(upload)), api_name="/draft")
+    client = Client(url, verbose=False)
+    _preview, draft, findings, neighbors, suggested = client.predict(handle_file(str(upload)), api_name="/draft")
     assert isinstance(draft, str)
+    assert suggested == "none" or all(name.strip() in _LABEL_NAMES for name in suggested.split(","))
     assert len(findings["confidences"]) >= 1
     assert neighbors["data"] and len(neighbors["data"][0]) == 3
     kept = [p for p in gradio_files.rglob("*") if p.is_file() and p.read_bytes() == upload.read_bytes()]
