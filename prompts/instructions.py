@@ -5,7 +5,8 @@
 The findings line names the findings the image heads suggest ("none" when they suggest none).
 
 The demo base model learns, from report text alone, to write a report after its findings line
-(`report_cue`). The language model embeds the two text parts of the prompt itself; the visual tokens are placed between them.
+(`report_cue`). The language model embeds the two text parts of the prompt itself; the visual
+tokens are placed between them.
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ images decoded once into a tensor, and the finding targets of each study."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from tqdm import tqdm
 
 from prompts.triplets import Triplet, dense_triplets
 from prompts.vocabulary import CHEXBERT_LABELS
-from rrg.demo import read_manifest
+from rrg.demo import LabelFunction, read_manifest
 from rrg.imaging import load_image, to_model_input
 
 
@@ -58,7 +57,7 @@ def load_split(folder: str | Path, split: str, image_size: int, progress: bool =
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
 
 
-def findings_first(report: str, label_report: Callable[[str], dict[str, str]]) -> str:
+def findings_first(report: str, label_report: LabelFunction) -> str:
     """The report with its sentences that state a finding (a positive label other than No Finding)
     moved to the front, otherwise in their order and words.
 
