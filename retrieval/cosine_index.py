@@ -13,22 +13,16 @@ On disk an index is a folder:
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-INDEX_FILE, REPORTS_FILE, META_FILE = "index.faiss", "reports.jsonl", "index.json"
+from retrieval.reference_reports import REPORTS_FILE, Neighbor, ReferenceReports, check_exclusions, check_k
 
-
-@dataclass(frozen=True)
-class Neighbor:
-    id: str  # the reference study's id
-    report: str  # its report text
-    distance: float  # cosine distance = 1 - cosine similarity (smaller is closer), in [0, 2]
+INDEX_FILE, META_FILE = "index.faiss", "index.json"
+__all__ = ["CosineIndex", "Neighbor"]
 
 
 def _unit_rows(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
@@ -60,9 +54,7 @@ class CosineIndex:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         self.dim = int(dim)
         self._index = faiss.IndexFlatIP(self.dim)
-        self._ids: list[str] = []
-        self._reports: list[str] = []
-        self._row_of: dict[str, int] = {}
+        self._table = ReferenceReports()
 
     @classmethod
     def build(cls, embeddings: np.ndarray, ids: Sequence[str], reports: Sequence[str]) -> CosineIndex:
@@ -80,28 +72,13 @@ class CosineIndex:
     def add(self, embeddings: np.ndarray, ids: Sequence[str], reports: Sequence[str]) -> None:
         """Append rows (N, dim); each id must be new to the index."""
         ids, reports = list(ids), list(reports)
-        if len(ids) != len(reports):
-            raise ValueError(f"got {len(ids)} ids but {len(reports)} reports")
-        if len(np.shape(embeddings)) == 2 and np.shape(embeddings)[0] != len(ids):
-            raise ValueError(f"got {np.shape(embeddings)[0]} embeddings but {len(ids)} ids")
+        shape = np.shape(embeddings)
+        self._table.check_new(ids, reports, shape[0] if len(shape) == 2 else None)
         rows = _unit_rows(embeddings, self.dim, "embeddings")  # (N, dim)
-        for name, values in (("ids", ids), ("reports", reports)):
-            wrong = [value for value in values if not isinstance(value, str)]
-            if wrong:
-                raise ValueError(f"{name} must be strings, got {type(wrong[0]).__name__} ({wrong[0]!r})")
-        repeated = sorted(study_id for study_id, count in Counter(ids).items() if count > 1)
-        if repeated:
-            raise ValueError(f"duplicate ids in this batch: {repeated[:5]}")
-        present = [i for i in ids if i in self._row_of]
-        if present:
-            raise ValueError(f"ids already in the index: {present[:5]}")
         if not ids:
             return
         self._index.add(rows)
-        for study_id, report in zip(ids, reports):
-            self._row_of[study_id] = len(self._ids)
-            self._ids.append(study_id)
-            self._reports.append(report)
+        self._table.append(ids, reports)
 
     def search(
         self, queries: np.ndarray, k: int, exclude_ids: Sequence[str | None] | None = None
@@ -111,23 +88,16 @@ class CosineIndex:
         exclude_ids[q]: an id left out of query q's results (in training, the query's own study,
         so that a study is not its own reference); None leaves that query unfiltered.
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        k = check_k(k)
         queries = np.asarray(queries)
         if queries.ndim == 1:
             queries = queries[None, :]  # (1, dim)
         queries = _unit_rows(queries, self.dim, "queries")  # (Q, dim)
-        if exclude_ids is None:
-            exclude_ids = [None] * len(queries)
-        elif isinstance(exclude_ids, str):
-            raise ValueError("exclude_ids must hold one id (or None) per query, not be one string")
-        exclude_ids = list(exclude_ids)
-        if len(exclude_ids) != len(queries):
-            raise ValueError(f"got {len(exclude_ids)} exclude_ids for {len(queries)} queries")
+        exclude_ids = check_exclusions(exclude_ids, len(queries))
         if len(self) == 0:
             return [[] for _ in queries]
 
-        wanted = min(int(k), len(self))
+        wanted = min(k, len(self))
         # One row past the k kept (two when one may be excluded) shows whether a tie runs over the cut.
         fetch = min(len(self), wanted + 1 + any(e is not None for e in exclude_ids))
         similarities, rows = self._index.search(queries, fetch)  # (Q, fetch) each
@@ -148,9 +118,9 @@ class CosineIndex:
         while True:
             candidates = sorted(
                 (
-                    (-float(similarity), self._ids[row], int(row))
+                    (-float(similarity), self._table.ids[row], int(row))
                     for similarity, row in zip(similarities, rows)
-                    if row >= 0 and self._ids[row] != excluded
+                    if row >= 0 and self._table.ids[row] != excluded
                 ),
             )
             kept = candidates[:wanted]
@@ -164,7 +134,7 @@ class CosineIndex:
             similarities, rows = similarities[0], rows[0]
         return [
             Neighbor(
-                id=study_id, report=self._reports[row], distance=float(np.clip(1.0 + negative, 0.0, 2.0))
+                id=study_id, report=self._table.reports[row], distance=float(np.clip(1.0 + negative, 0.0, 2.0))
             )
             for negative, study_id, row in kept
         ]
@@ -174,11 +144,7 @@ class CosineIndex:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         faiss.write_index(self._index, str(folder / INDEX_FILE))
-        lines = (
-            json.dumps({"id": study_id, "report": report}, ensure_ascii=False) + "\n"
-            for study_id, report in zip(self._ids, self._reports)
-        )
-        (folder / REPORTS_FILE).write_text("".join(lines), encoding="utf-8")
+        self._table.save(folder)
         meta = {"kind": self.kind, "dim": self.dim, "count": len(self)}
         (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
@@ -205,22 +171,9 @@ class CosineIndex:
                 f"{folder / INDEX_FILE} is not an exact inner-product index (IndexFlatIP) of dimension "
                 f"{index.dim}: it is a {type(faiss_index).__name__} of dimension {faiss_index.d}"
             )
-        with open(folder / REPORTS_FILE, encoding="utf-8") as lines:
-            entries = [json.loads(line) for line in lines if line.strip()]
-        counts = {META_FILE: meta.get("count"), INDEX_FILE: faiss_index.ntotal, REPORTS_FILE: len(entries)}
+        table = ReferenceReports.load(folder)
+        counts = {META_FILE: meta.get("count"), INDEX_FILE: faiss_index.ntotal, REPORTS_FILE: len(table)}
         if len(set(counts.values())) != 1:
             raise ValueError(f"index folder {folder} disagrees on the row count: {counts}")
-        index._index = faiss_index
-        if not all(
-            isinstance(entry, dict)
-            and isinstance(entry.get("id"), str)
-            and isinstance(entry.get("report"), str)
-            for entry in entries
-        ):
-            raise ValueError(f"{folder / REPORTS_FILE}: every line needs a string id and a string report")
-        index._ids = [entry["id"] for entry in entries]
-        index._reports = [entry["report"] for entry in entries]
-        index._row_of = {study_id: row for row, study_id in enumerate(index._ids)}
-        if len(index._row_of) != len(index._ids):
-            raise ValueError(f"{folder / REPORTS_FILE} repeats ids")
+        index._index, index._table = faiss_index, table
         return index
