@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 # This file is bench/retrieval.py: drop bench/ from the path so that `retrieval` is our package.
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-from retrieval.hyperbolic_index import HyperbolicIndex  # noqa: E402
+from retrieval.hyperbolic_index import HyperbolicIndex
 
 
 def ball_points(count: int, dim: int, curvature: float, seed: int, edge: float = 0.999) -> np.ndarray:

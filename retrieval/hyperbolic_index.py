@@ -14,9 +14,12 @@ scores are computed again in float64, the search widens until a bound on float32
 that no row left unfetched could be nearer than the k-th candidate, and geoopt's float64
 distance orders the candidates that float64 scores cannot tell apart from the k-th.
 
-On disk an index is a folder:
-    index.faiss     the FAISS index of the lifted points (float32)
-    points.npy      the Poincare points in float64, for the exact re-rank
+The bound grows with the rows' time coordinate, so rows are kept in shells of X0 ([1, 4), [4, 16),
+...), one `IndexFlatIP` each with its own bound: the far shells, whose rows cannot be near, settle
+after one batched scan, and only the shells near the k-th candidate are searched further.
+
+On disk an index is a folder (the FAISS shells are rebuilt from the points on load):
+    points.npy      the Poincare points in float64, for the lift and the exact re-rank
     reports.jsonl   one {"id", "report"} line per row, in index order
     index.json      {"kind": "hyperbolic", "dim": ..., "curvature": ..., "count": ...}
 """
@@ -35,11 +38,12 @@ import torch
 
 from retrieval.reference_reports import REPORTS_FILE, Neighbor, ReferenceReports, check_exclusions, check_k
 
-INDEX_FILE, POINTS_FILE, META_FILE = "index.faiss", "points.npy", "index.json"
+POINTS_FILE, META_FILE = "points.npy", "index.json"
 DEFAULT_CURVATURE = 0.01  # REVTAF's c
 # float32's unit roundoff, with a factor of 4 for the casts of both operands and the summation order.
 _FLOAT32_ERROR = 4 * 2.0**-24
 _FLOAT64_ERROR = 4 * 2.0**-53
+_SHELL_RATIO = 4.0  # rows are searched in shells of their time coordinate: [1, 4), [4, 16), ...
 
 
 def _ball_points(points: np.ndarray, dim: int, curvature: float, what: str) -> np.ndarray:
@@ -71,6 +75,24 @@ def lift_to_hyperboloid(points: np.ndarray, curvature: float) -> np.ndarray:
     return np.concatenate([(1.0 + squared) / denominator, 2.0 * z / denominator], axis=1)
 
 
+class _Shell:
+    """The rows whose time coordinate X0 lies in one band [4^s, 4^(s+1)): their own FAISS index, so
+    that the float32 error bound, which grows with X0, stays as tight as the band."""
+
+    def __init__(self, dim: int):
+        self.index = faiss.IndexFlatIP(dim + 1)
+        self.rows = np.zeros(0, dtype=np.int64)  # shell row -> index row
+        self.largest_time = 1.0
+
+    def add(self, lifted: np.ndarray, rows: np.ndarray) -> None:
+        self.index.add(np.ascontiguousarray(lifted, dtype=np.float32))
+        self.rows = np.concatenate([self.rows, rows])
+        self.largest_time = max(self.largest_time, float(lifted[:, 0].max()))
+
+    def __len__(self) -> int:
+        return self.index.ntotal
+
+
 class HyperbolicIndex:
     """Exact hyperbolic kNN on the Poincare ball; each row carries a study id and its report."""
 
@@ -83,9 +105,8 @@ class HyperbolicIndex:
             raise ValueError(f"curvature must be a positive number (the ball has curvature -c), got {curvature!r}")
         self.dim, self.curvature = int(dim), float(curvature)
         self.ball = geoopt.PoincareBall(c=torch.tensor(self.curvature, dtype=torch.float64))
-        self._index = faiss.IndexFlatIP(self.dim + 1)
+        self._shells: dict[int, _Shell] = {}
         self._points = np.zeros((0, self.dim))  # float64, for the re-rank
-        self._largest_time = 1.0  # the largest X0 in the index, for the float32 error bound
         self._table = ReferenceReports()
 
     @classmethod
@@ -101,7 +122,7 @@ class HyperbolicIndex:
         return index
 
     def __len__(self) -> int:
-        return self._index.ntotal
+        return len(self._points)
 
     def add(self, points: np.ndarray, ids: Sequence[str], reports: Sequence[str]) -> None:
         """Append rows (N, dim), e.g. new reference reports, without touching the others."""
@@ -111,11 +132,17 @@ class HyperbolicIndex:
         points = _ball_points(points, self.dim, self.curvature, "points")
         if not ids:
             return
-        lifted = lift_to_hyperboloid(points, self.curvature)  # (N, dim + 1)
-        self._index.add(np.ascontiguousarray(lifted, dtype=np.float32))
+        self._file(points, np.arange(len(self), len(self) + len(points)))
         self._points = np.concatenate([self._points, points])
-        self._largest_time = max(self._largest_time, float(lifted[:, 0].max()))
         self._table.append(ids, reports)
+
+    def _file(self, points: np.ndarray, rows: np.ndarray) -> None:
+        """Put lifted points into the shells of their time coordinate."""
+        lifted = lift_to_hyperboloid(points, self.curvature)  # (N, dim + 1)
+        bands = np.floor(np.log(lifted[:, 0]) / math.log(_SHELL_RATIO)).astype(int)
+        for band in np.unique(bands):
+            chosen = bands == band
+            self._shells.setdefault(int(band), _Shell(self.dim)).add(lifted[chosen], rows[chosen])
 
     def distances(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """geoopt's float64 distances d_c from one query (dim,) to the given rows."""
@@ -141,44 +168,44 @@ class HyperbolicIndex:
         probes = lift_to_hyperboloid(queries, self.curvature)  # (Q, dim + 1)
         probes[:, 0] *= -1.0  # inner product = -cosh(sqrt(c) d)
         probes32 = np.ascontiguousarray(probes, dtype=np.float32)
-        fetch = min(len(self), max(4 * (wanted + 1), 1024))  # one batched scan settles most queries
-        scores, rows = self._index.search(probes32, fetch)  # (Q, fetch) each
+        first = {}  # shell -> (fetch, scores (Q, fetch), shell rows (Q, fetch)): one batched scan each
+        for band, shell in self._shells.items():
+            fetch = min(len(shell), 4 * (wanted + 1))
+            first[band] = (fetch, *shell.index.search(probes32, fetch))
         return [
-            self._nearest(queries[q], probes32[q], -probes[q, 0], wanted, exclude_ids[q], scores[q], rows[q], fetch)
+            self._nearest(queries[q], probes[q], wanted, exclude_ids[q],
+                          {band: (fetch, scores[q], rows[q]) for band, (fetch, scores, rows) in first.items()})
             for q in range(len(queries))
         ]
 
     def _nearest(
-        self,
-        query: np.ndarray,
-        probe: np.ndarray,
-        query_time: float,
-        wanted: int,
-        excluded: str | None,
-        scores: np.ndarray,
-        rows: np.ndarray,
-        fetch: int,
+        self, query: np.ndarray, probe: np.ndarray, wanted: int, excluded: str | None,
+        fetched: dict[int, tuple[int, np.ndarray, np.ndarray]],
     ) -> list[Neighbor]:
-        # |float32 score - exact score| <= error: sum |q_i y_i| <= 2 X0(q) X0(y) on the hyperboloid.
-        error = _FLOAT32_ERROR * (self.dim + 2) * 2.0 * query_time * self._largest_time
-        error64 = error * _FLOAT64_ERROR / _FLOAT32_ERROR  # the same bound for the float64 scores
-        exact_probe = lift_to_hyperboloid(query[None, :], self.curvature)[0]
-        exact_probe[0] *= -1.0
+        # |float32 score - exact score| <= bound * X0(y), since sum |q_i y_i| <= 2 X0(q) X0(y).
+        bound = _FLOAT32_ERROR * (self.dim + 2) * 2.0 * -probe[0]
+        error64 = bound * self._largest_time * _FLOAT64_ERROR / _FLOAT32_ERROR  # the float64 scores' bound
+        probe32 = np.ascontiguousarray(probe[None, :], dtype=np.float32)
         while True:
-            rows = rows[rows >= 0]
+            rows = np.concatenate([self._shells[b].rows[r[r >= 0]] for b, (_, _, r) in fetched.items()])
             rows = rows[[self._table.ids[row] != excluded for row in rows]]
             # The candidates' scores again in float64 (-cosh(sqrt(c) d), nearly exact), largest first.
-            exact = lift_to_hyperboloid(self._points[rows], self.curvature) @ exact_probe
+            exact = lift_to_hyperboloid(self._points[rows], self.curvature) @ probe
             order = np.argsort(-exact, kind="stable")
-            if fetch == len(self):
+            kth = exact[order[wanted - 1]] - error64 if len(order) >= wanted else -math.inf
+            # A shell's rows not fetched scored at most its last score in float32, so at most that plus
+            # its bound exactly: farther than the k-th candidate when that is below the k-th's score.
+            open_shells = [
+                band for band, (fetch, scores, _) in fetched.items()
+                if fetch < len(self._shells[band]) and float(scores[-1]) + bound * self._shells[band].largest_time >= kth
+            ]
+            if not open_shells:
                 break
-            # Every row not fetched scored at most scores[-1] in float32, so at most scores[-1] + error
-            # exactly: farther than the k-th candidate when that is below the k-th exact score.
-            if len(order) >= wanted and float(scores[-1]) + error < exact[order[wanted - 1]] - error64:
-                break
-            fetch = min(len(self), 4 * fetch)
-            scores, rows = self._index.search(probe[None, :], fetch)
-            scores, rows = scores[0], rows[0]
+            for band in open_shells:
+                shell = self._shells[band]
+                fetch = min(len(shell), 4 * fetched[band][0])
+                scores, shell_rows = shell.index.search(probe32, fetch)
+                fetched[band] = (fetch, scores[0], shell_rows[0])
         if not len(order):
             return []
         # geoopt's distance decides the order among the candidates that float64 cannot separate from
@@ -190,11 +217,14 @@ class HyperbolicIndex:
             Neighbor(id=study_id, report=self._table.reports[row], distance=d) for d, study_id, row in kept[:wanted]
         ]
 
+    @property
+    def _largest_time(self) -> float:
+        return max((shell.largest_time for shell in self._shells.values()), default=1.0)
+
     def save(self, folder: str | Path) -> None:
-        """Write index.faiss, points.npy, reports.jsonl and index.json into `folder`."""
+        """Write points.npy, reports.jsonl and index.json into `folder` (FAISS rebuilds on load)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(self._index, str(folder / INDEX_FILE))
         np.save(folder / POINTS_FILE, self._points)
         self._table.save(folder)
         meta = {"kind": self.kind, "dim": self.dim, "curvature": self.curvature, "count": len(self)}
@@ -209,26 +239,15 @@ class HyperbolicIndex:
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
         if meta.get("kind") != cls.kind:
             raise ValueError(f"{folder / META_FILE} holds a {meta.get('kind')!r} index, not {cls.kind!r}")
-        missing = [name for name in (INDEX_FILE, POINTS_FILE, REPORTS_FILE) if not (folder / name).is_file()]
+        missing = [name for name in (POINTS_FILE, REPORTS_FILE) if not (folder / name).is_file()]
         if missing:
             raise FileNotFoundError(f"index folder {folder} lacks {', '.join(missing)}")
         index = cls(meta.get("dim"), meta.get("curvature"))
-        try:
-            faiss_index = faiss.read_index(str(folder / INDEX_FILE))
-        except RuntimeError as error:
-            raise ValueError(f"{folder / INDEX_FILE} is not a readable FAISS index: {error}") from error
-        if not isinstance(faiss_index, faiss.IndexFlatIP) or faiss_index.d != index.dim + 1:
-            raise ValueError(
-                f"{folder / INDEX_FILE} is not an exact inner-product index (IndexFlatIP) of dimension "
-                f"{index.dim + 1}: it is a {type(faiss_index).__name__} of dimension {faiss_index.d}"
-            )
         points = _ball_points(np.load(folder / POINTS_FILE), index.dim, index.curvature, str(folder / POINTS_FILE))
         table = ReferenceReports.load(folder)
-        counts = {META_FILE: meta.get("count"), INDEX_FILE: faiss_index.ntotal, POINTS_FILE: len(points),
-                  REPORTS_FILE: len(table)}
+        counts = {META_FILE: meta.get("count"), POINTS_FILE: len(points), REPORTS_FILE: len(table)}
         if len(set(counts.values())) != 1:
             raise ValueError(f"index folder {folder} disagrees on the row count: {counts}")
-        index._index, index._points, index._table = faiss_index, points, table
-        if len(points):
-            index._largest_time = float(lift_to_hyperboloid(points, index.curvature)[:, 0].max())
+        index._file(points, np.arange(len(points)))
+        index._points, index._table = points, table
         return index
