@@ -19,7 +19,15 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from retrieval.reference_reports import REPORTS_FILE, Neighbor, ReferenceReports, check_exclusions, check_k
+from retrieval.reference_reports import (
+    REPORTS_FILE,
+    Neighbor,
+    ReferenceReports,
+    check_dim,
+    check_exclusions,
+    check_k,
+    finite_rows,
+)
 
 INDEX_FILE, META_FILE = "index.faiss", "index.json"
 __all__ = ["CosineIndex", "Neighbor"]
@@ -27,16 +35,7 @@ __all__ = ["CosineIndex", "Neighbor"]
 
 def _unit_rows(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
     """(N, dim) float32 rows of unit length; ValueError on a wrong shape, NaN/inf or a zero row."""
-    vectors = np.asarray(vectors)
-    if vectors.ndim != 2 or vectors.shape[1] != dim:
-        raise ValueError(f"{what} must have shape (N, {dim}), got {vectors.shape}")
-    if not np.issubdtype(vectors.dtype, np.number) or np.issubdtype(vectors.dtype, np.complexfloating):
-        raise ValueError(f"{what} must be real numbers, got dtype {vectors.dtype}")
-    # Normalise in float64: a float32 norm of large entries overflows to inf.
-    vectors = vectors.astype(np.float64)
-    if not np.isfinite(vectors).all():
-        bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
-        raise ValueError(f"{what} contain NaN or inf (rows {bad[:5].tolist()})")
+    vectors = finite_rows(vectors, dim, what)  # float64: a float32 norm of large entries overflows to inf
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)  # (N, 1)
     if (norms == 0).any():
         bad = np.flatnonzero(norms[:, 0] == 0)
@@ -50,9 +49,7 @@ class CosineIndex:
     kind = "cosine"
 
     def __init__(self, dim: int):
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        self.dim = int(dim)
+        self.dim = check_dim(dim)
         self._index = faiss.IndexFlatIP(self.dim)
         self._table = ReferenceReports()
 

@@ -36,7 +36,15 @@ import geoopt
 import numpy as np
 import torch
 
-from retrieval.reference_reports import REPORTS_FILE, Neighbor, ReferenceReports, check_exclusions, check_k
+from retrieval.reference_reports import (
+    REPORTS_FILE,
+    Neighbor,
+    ReferenceReports,
+    check_dim,
+    check_exclusions,
+    check_k,
+    finite_rows,
+)
 
 POINTS_FILE, META_FILE = "points.npy", "index.json"
 DEFAULT_CURVATURE = 0.01  # REVTAF's c
@@ -48,15 +56,7 @@ _SHELL_RATIO = 4.0  # rows are searched in shells of their time coordinate: [1, 
 
 def _ball_points(points: np.ndarray, dim: int, curvature: float, what: str) -> np.ndarray:
     """(N, dim) float64 points strictly inside the ball; ValueError otherwise."""
-    points = np.asarray(points)
-    if points.ndim != 2 or points.shape[1] != dim:
-        raise ValueError(f"{what} must have shape (N, {dim}), got {points.shape}")
-    if not np.issubdtype(points.dtype, np.number) or np.issubdtype(points.dtype, np.complexfloating):
-        raise ValueError(f"{what} must be real numbers, got dtype {points.dtype}")
-    points = points.astype(np.float64)
-    if not np.isfinite(points).all():
-        bad = np.flatnonzero(~np.isfinite(points).all(axis=1))
-        raise ValueError(f"{what} contain NaN or inf (rows {bad[:5].tolist()})")
+    points = finite_rows(points, dim, what)
     squared = curvature * np.einsum("nd,nd->n", points, points)  # |z|^2
     if (squared >= 1.0).any():
         bad = np.flatnonzero(squared >= 1.0)
@@ -99,11 +99,10 @@ class HyperbolicIndex:
     kind = "hyperbolic"
 
     def __init__(self, dim: int, curvature: float = DEFAULT_CURVATURE):
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        dim = check_dim(dim)
         if isinstance(curvature, bool) or not isinstance(curvature, (int, float)) or not curvature > 0:
             raise ValueError(f"curvature must be a positive number (the ball has curvature -c), got {curvature!r}")
-        self.dim, self.curvature = int(dim), float(curvature)
+        self.dim, self.curvature = dim, float(curvature)
         self.ball = geoopt.PoincareBall(c=torch.tensor(self.curvature, dtype=torch.float64))
         self._shells: dict[int, _Shell] = {}
         self._points = np.zeros((0, self.dim))  # float64, for the re-rank

@@ -1,4 +1,5 @@
-"""The study ids and report texts an index returns, row by row: what every index kind shares.
+"""The study ids and report texts an index returns, row by row, and the argument checks that every
+index kind shares.
 
 On disk: `reports.jsonl`, one {"id", "report"} line per row, in index order.
 """
@@ -21,6 +22,26 @@ class Neighbor:
     id: str  # the reference study's id
     report: str  # its report text
     distance: float  # the index kind's distance: smaller is closer
+
+
+def check_dim(dim: object) -> int:
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
+        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    return int(dim)
+
+
+def finite_rows(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
+    """(N, dim) float64 rows of real, finite numbers; ValueError on a wrong shape, dtype or NaN/inf."""
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise ValueError(f"{what} must have shape (N, {dim}), got {vectors.shape}")
+    if not np.issubdtype(vectors.dtype, np.number) or np.issubdtype(vectors.dtype, np.complexfloating):
+        raise ValueError(f"{what} must be real numbers, got dtype {vectors.dtype}")
+    vectors = vectors.astype(np.float64)
+    if not np.isfinite(vectors).all():
+        bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+        raise ValueError(f"{what} contain NaN or inf (rows {bad[:5].tolist()})")
+    return vectors
 
 
 def check_k(k: object) -> int:
