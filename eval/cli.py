@@ -6,7 +6,8 @@ Three ways to get predictions, one way to score them:
 - `--baseline majority|nearest`: the train split's most frequent report, or the top retrieved
   neighbour's report, to read a model's numbers against;
 - `--predictions P.jsonl`: score only.
-Scores: every clinical-efficacy variant with the rule labeler, and BLEU-1..4. The CheXbert labeler,
+Scores: every clinical-efficacy variant with the rule labeler, BLEU-1..4 and, for predictions a
+bundle made, how close in labels the retrieved reference reports are (eval/retrieval_quality.py). The CheXbert labeler,
 METEOR, ROUGE-L, CIDEr and `--server` are not there yet; the command says so instead of skipping
 them silently.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 from eval.clinical import clinical_efficacy, per_label_scores
 from eval.labeler import RULES_LABELER_NAME, label_report
 from eval.nlg import bleu_scores
+from eval.retrieval_quality import retrieval_lines, retrieval_quality
 from rrg.jsonl import JsonlError, read_jsonl, write_jsonl
 
 NOT_YET = (
@@ -31,10 +33,13 @@ NOT_YET = (
 BLEU_KEYS = tuple(f"nlg/bleu{n}" for n in range(1, 5))
 
 
-def score_records(records: list[dict], out: Path, source: dict, notice: str | None = None) -> dict:
+def score_records(
+    records: list[dict], out: Path, source: dict, notice: str | None = None, data: Path | None = None
+) -> dict:
     """Label predictions and references, score them, write metrics.json, per_label.csv, predictions.jsonl.
 
-    source: what made the predictions, written into metrics.json; notice: the demo bundle's notice.
+    source: what made the predictions, written into metrics.json; notice: the demo bundle's notice;
+    data: the data folder of the studies, to judge the retrieved neighbours by their labels.
     """
     if not records:
         raise ValueError("no predictions to score")
@@ -46,6 +51,8 @@ def score_records(records: list[dict], out: Path, source: dict, notice: str | No
     if notice:
         metrics["notice"] = notice
     metrics |= clinical_efficacy(predicted, reference) | bleu_scores(predictions, references)
+    if data is not None:
+        metrics |= retrieval_quality(records, data)
     metrics["not_computed"] = NOT_YET
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -125,6 +132,7 @@ def _table(metrics: dict) -> str:
                 lines.append(f"{mode:8} {average:8} {labels:6} {p:6.3f} {r:6.3f} {f:6.3f}")
     lines.append("NLG (coco-caption corpus BLEU, R2Gen text cleaning)")
     lines += [f"{key.removeprefix('nlg/'):8} {metrics[key]:6.3f}" for key in BLEU_KEYS]
+    lines += retrieval_lines(metrics)
     return "\n".join(lines)
 
 
@@ -178,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics = score_predictions(args.predictions, args.out)
         else:
             records, source, notice = _generate(args)
-            metrics = score_records(records, args.out, source, notice)
+            metrics = score_records(records, args.out, source, notice, data=Path(source["data"]))
     except (JsonlError, FileNotFoundError, ValueError) as error:
         print(f"rrg-eval: error: {error}", file=sys.stderr)
         return 2

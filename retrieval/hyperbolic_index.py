@@ -54,7 +54,7 @@ _FLOAT64_ERROR = 4 * 2.0**-53
 _SHELL_RATIO = 4.0  # rows are searched in shells of their time coordinate: [1, 4), [4, 16), ...
 
 
-def _ball_points(points: np.ndarray, dim: int, curvature: float, what: str) -> np.ndarray:
+def ball_points(points: np.ndarray, dim: int, curvature: float, what: str) -> np.ndarray:
     """(N, dim) float64 points strictly inside the ball; ValueError otherwise."""
     points = finite_rows(points, dim, what)
     squared = curvature * np.einsum("nd,nd->n", points, points)  # |z|^2
@@ -128,7 +128,7 @@ class HyperbolicIndex:
         ids, reports = list(ids), list(reports)
         shape = np.shape(points)
         self._table.check_new(ids, reports, shape[0] if len(shape) == 2 else None)
-        points = _ball_points(points, self.dim, self.curvature, "points")
+        points = ball_points(points, self.dim, self.curvature, "points")
         if not ids:
             return
         self._file(points, np.arange(len(self), len(self) + len(points)))
@@ -159,7 +159,7 @@ class HyperbolicIndex:
         queries = np.asarray(queries)
         if queries.ndim == 1:
             queries = queries[None, :]  # (1, dim)
-        queries = _ball_points(queries, self.dim, self.curvature, "queries")  # (Q, dim)
+        queries = ball_points(queries, self.dim, self.curvature, "queries")  # (Q, dim)
         exclude_ids = check_exclusions(exclude_ids, len(queries))
         if len(self) == 0:
             return [[] for _ in queries]
@@ -242,7 +242,7 @@ class HyperbolicIndex:
         if missing:
             raise FileNotFoundError(f"index folder {folder} lacks {', '.join(missing)}")
         index = cls(meta.get("dim"), meta.get("curvature"))
-        points = _ball_points(np.load(folder / POINTS_FILE), index.dim, index.curvature, str(folder / POINTS_FILE))
+        points = ball_points(np.load(folder / POINTS_FILE), index.dim, index.curvature, str(folder / POINTS_FILE))
         table = ReferenceReports.load(folder)
         counts = {META_FILE: meta.get("count"), POINTS_FILE: len(points), REPORTS_FILE: len(table)}
         if len(set(counts.values())) != 1:

@@ -5,8 +5,9 @@
     llm/                 the base language model and its tokenizer, Hugging Face format
     lora/                the LoRA adapter, PEFT format
     vision/              the open_clip model: open_clip_config.json + model.safetensors
-    modules.safetensors  the finding heads ("heads.*") and the visual projector ("projector.*")
-    index/               the retrieval index over the training reports
+    modules.safetensors  the finding heads ("heads.*"), the visual projector ("projector.*") and, for
+                         hyperbolic retrieval, the LRE ("retriever.*")
+    index/               the retrieval index over the reference reports (cosine or hyperbolic)
 
 Each part loads on its own, so a serving front can build prompts (vision, heads, projector,
 index and the LLM's token embeddings) without loading the language model itself.
@@ -15,6 +16,8 @@ index and the LLM's token embeddings) without loading the language model itself.
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +27,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from retrieval.cosine_index import CosineIndex
-from rrg.config import ModelConfig
+from prompts.vocabulary import MEDKLIP_ENTITIES
+from retrieval.index_files import index_kind, open_index
+from retrieval.lre import RetrievalEnhancer
+from rrg.config import ModelConfig, RetrievalConfig
 from rrg.generator import PromptEmbedder, load_llm, torch_dtype, with_saved_lora
 from rrg.projector import VisualProjector
+from rrg.references import ReferenceRetriever
 from rrg.vision import FindingHeads, VisionEncoder
 
 # 2: the finding heads carry suggestion thresholds and the prompt names the suggested findings.
@@ -44,6 +50,16 @@ class OutdatedBundleError(BundleError):
     """A complete bundle written by an older rrg, in a format this one does not read."""
 
 
+def replace_part(target: Path, write: Callable[[Path], None]) -> None:
+    """Write a bundle part into a fresh folder, then swap it in (a kill never leaves half a part)."""
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    write(partial)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+
+
 def save_vision(folder: Path, encoder: VisionEncoder) -> None:
     """vision/: the open_clip config and weights."""
     target = folder / VISION
@@ -52,11 +68,21 @@ def save_vision(folder: Path, encoder: VisionEncoder) -> None:
     save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, target / "model.safetensors")
 
 
-def save_modules(folder: Path, heads: FindingHeads, projector: VisualProjector) -> None:
-    """modules.safetensors: heads.* and projector.*."""
+def save_modules(
+    folder: Path, heads: FindingHeads, projector: VisualProjector, enhancer: RetrievalEnhancer | None = None
+) -> None:
+    """modules.safetensors: heads.*, projector.* and, for hyperbolic retrieval, retriever.*."""
     tensors = {f"heads.{k}": v for k, v in heads.state_dict().items()}
     tensors |= {f"projector.{k}": v for k, v in projector.state_dict().items()}
-    save_file({k: v.contiguous() for k, v in tensors.items()}, folder / MODULES)
+    if enhancer is not None:
+        tensors |= {f"retriever.{k}": v for k, v in enhancer.state_dict().items()}
+    # clone: the LRE's layers share their ball's curvature tensor, which safetensors will not store twice
+    save_file({k: v.detach().clone().contiguous() for k, v in tensors.items()}, folder / MODULES)
+
+
+def new_enhancer(retrieval: RetrievalConfig) -> RetrievalEnhancer:
+    """The LRE a config describes: the 75 MedKLIP entity logits in, points of the ball out."""
+    return RetrievalEnhancer(len(MEDKLIP_ENTITIES), retrieval.hidden, retrieval.dim, retrieval.curvature)
 
 
 def write_config(folder: Path, config: ModelConfig, **facts: Any) -> None:
@@ -113,10 +139,18 @@ class Bundle:
         projector.load_state_dict({k[len("projector.") :]: v for k, v in tensors.items() if k.startswith("projector.")})
         return heads.eval(), projector.eval()
 
-    def load_index(self) -> CosineIndex:
-        if self.config.retrieval.kind != "cosine":
-            raise BundleError(f"retrieval kind {self.config.retrieval.kind!r} is not supported by this version")
-        return CosineIndex.load(self.path / INDEX)
+    def load_retriever(self) -> ReferenceRetriever:
+        """The index and, for hyperbolic retrieval, the LRE that embeds queries for it."""
+        kind = self.config.retrieval.kind
+        if index_kind(self.path / INDEX) != kind:
+            raise BundleError(f"{self.path / INDEX} holds a {index_kind(self.path / INDEX)} index, but the config says {kind}")
+        index = open_index(self.path / INDEX)
+        if kind == "cosine":
+            return ReferenceRetriever(index)
+        enhancer = new_enhancer(self.config.retrieval)
+        tensors = load_file(self.path / MODULES)
+        enhancer.load_state_dict({k[len("retriever.") :]: v for k, v in tensors.items() if k.startswith("retriever.")})
+        return ReferenceRetriever(index, enhancer.eval())
 
     def load_tokenizer(self) -> PreTrainedTokenizerFast:
         return AutoTokenizer.from_pretrained(str(self.llm_path))

@@ -137,6 +137,14 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index_build(args: argparse.Namespace) -> int:
+    from rrg.reference_index import build_bundle_index
+
+    build_bundle_index(Path(args.bundle), Path(args.reports), split=args.split, add=args.add,
+                       progress=not args.quiet, log=lambda m: _say(args, m))
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from serving.server import serve
 
@@ -188,6 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--temperature", type=float, default=0.0)
     generate.add_argument("--seed", type=int)
     generate.set_defaults(run=_generate)
+
+    index = commands.add_parser("index", help="a bundle's reference index")
+    index_commands = index.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    build = index_commands.add_parser(
+        "build", help="(re)build a bundle's index from a set of studies with images, without retraining"
+    )
+    build.add_argument("--bundle", required=True, help="the trained bundle whose index to write")
+    build.add_argument("--reports", required=True,
+                       help='JSON Lines of {"id", "report", "image"}, image paths relative to the file (a manifest.jsonl)')
+    build.add_argument("--split", help="only the studies of this split (a manifest's split field)")
+    build.add_argument("--add", action="store_true", help="add the studies to the index instead of replacing it")
+    build.set_defaults(run=_index_build)
 
     serve = commands.add_parser("serve", help="serve the API (/v1/completions) and the Gradio page")
     serve.add_argument("--bundle", help="a trained bundle (default: the demo bundle, built if missing)")

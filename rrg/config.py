@@ -29,12 +29,29 @@ class VisionConfig:
     visual_tokens: int = 16
 
 
+RETRIEVAL_KINDS = ("cosine", "hyperbolic")
+
+
 @dataclass(frozen=True)
 class RetrievalConfig:
-    """How reference reports are retrieved for the prompt."""
+    """How reference reports are retrieved for the prompt (rrg/references.py).
+
+    cosine      retrieval v1: the training studies whose image embeddings are nearest in cosine
+    hyperbolic  REVTAF's LRE: entity logits through a hyperbolic network onto the Poincare ball of
+                curvature -c, trained so that studies near in label status are near there
+    """
 
     kind: str = "cosine"
     k: int = 2
+    curvature: float = 0.01  # REVTAF's c (hyperbolic only)
+    hidden: int = 512  # the LRE's layer widths, 75 -> hidden -> dim (REVTAF: 512, 512)
+    dim: int = 512
+
+    def __post_init__(self):
+        if self.kind not in RETRIEVAL_KINDS:
+            raise ValueError(f"retrieval.kind must be one of {', '.join(RETRIEVAL_KINDS)}, got {self.kind!r}")
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"retrieval.k must be a positive integer, got {self.k!r}")
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,10 @@ class TrainingConfig:
 
     seed: int = 0
     threads: int = 2
+    # MedFuse-CLIP pre-training of both open_clip towers before the vision stage (0: none)
+    clip_epochs: int = 0
+    clip_lr: float = 3e-4
+    clip_pca_dim: int = 64  # the compressed dimension whose recall the stage reports
     vision_epochs: int = 8
     vision_batch: int = 32
     vision_lr: float = 3e-4  # 1e-3 left the ViT from scratch at base rates (val AUC 0.66 vs 0.80)
@@ -82,6 +103,11 @@ class TrainingConfig:
     draft_epochs: int = 4
     draft_batch: int = 16
     draft_lr: float = 1e-3
+    # The LRE (hyperbolic retrieval only), by the in-batch ranking loss of REVTAF eq. 7; on the demo
+    # set batch 128 at 3e-3 put the top reference closer in labels than batch 64 at 1e-2 or 1e-3.
+    retriever_epochs: int = 20
+    retriever_batch: int = 128
+    retriever_lr: float = 3e-3
     findings_first: bool = True  # the generator learns reports with their finding sentences first
     checkpoint_every: int = 50  # optimizer steps between checkpoints within a stage
 

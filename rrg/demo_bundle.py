@@ -1,7 +1,8 @@
 """The demo bundle in the cache: what every command uses when the user names no `--bundle`.
 
 Built on first use (demo data set, then `rrg train` with the `demo-tiny` config) and reused after;
-a cached bundle of an older format is trained again.
+a cached bundle of an older format, or trained with another `demo-tiny` config than this rrg's (say
+cosine retrieval where the config now says hyperbolic), is trained again.
 The labeler comes in as an argument, since `rrg` does not import `eval`.
 """
 
@@ -23,17 +24,19 @@ def ensure_demo_bundle(
 ) -> Path:
     """The cached demo bundle's folder, building the demo data and training the bundle if missing."""
     bundle = demo_bundle_dir()
+    config = load_model_config("demo-tiny")
     if (bundle / CONFIG).is_file():
         try:
-            Bundle.open(bundle)
-            return bundle
+            if Bundle.open(bundle).config == config:
+                return bundle
+            log(f"the cached demo bundle at {bundle} was trained with another demo-tiny config; replacing it")
         except OutdatedBundleError as error:
             log(f"{error}; replacing the cached demo bundle")
-            shutil.rmtree(bundle)
+        shutil.rmtree(bundle)
     data = demo_data_dir()
     if not demo_exists(data):
         log(f"no demo data in the cache: building it at {data}")
         build_demo(DemoConfig(out=data), label_report, labeler_name, progress=progress)
     log(f"no demo bundle in the cache: training one at {bundle} (resumable if interrupted)")
-    train_bundle(data, bundle, load_model_config("demo-tiny"), label_report, progress=progress, log=log)
+    train_bundle(data, bundle, config, label_report, progress=progress, log=log)
     return bundle

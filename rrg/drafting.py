@@ -1,7 +1,7 @@
 """From X-ray images to drafts.
 
 `Drafter` does everything before the language model, from a bundle: vision encoder, finding
-heads and the findings they suggest, retrieval of reference reports, the visual projector, and
+heads and the findings they suggest, retrieval of reference reports (cosine or hyperbolic), the visual projector, and
 prompt embeddings built with the LLM's own token embeddings. Any engine then generates from
 `DraftPlan.prompt_embeds`: vLLM in the server, or transformers here (`LocalDrafter`, for
 `rrg generate` and `rrg-eval`).
@@ -59,7 +59,7 @@ class Drafter:
         self.bundle = bundle
         self.encoder = bundle.load_vision()
         self.heads, self.projector = bundle.load_modules(self.encoder)
-        self.index = bundle.load_index()
+        self.retriever = bundle.load_retriever()
         self.embedder = bundle.load_prompt_embedder()
         self.image_size = bundle.config.vision.image_size
         self.k = bundle.config.retrieval.k
@@ -71,10 +71,11 @@ class Drafter:
             return []
         batch = torch.from_numpy(np.stack([fit_to_square(image, self.image_size) for image in images]))
         seen = self.encoder(batch[:, None])  # pooled (B, E), tokens (B, N, W)
-        probabilities = torch.sigmoid(self.heads(seen.pooled)[0]).numpy()  # (B, 14)
+        label_logits, entity_logits = self.heads(seen.pooled)  # (B, 14), (B, 75)
+        probabilities = torch.sigmoid(label_logits).numpy()
         suggested = suggest(probabilities, self.heads.thresholds.numpy())
         visual = self.projector(seen.tokens)  # (B, V, H)
-        neighbors = self.index.search(seen.pooled.numpy(), self.k)
+        neighbors = self.retriever.search(seen.pooled, entity_logits, self.k)
         plans = []
         for row, found in enumerate(neighbors):
             names = finding_names(suggested[row])

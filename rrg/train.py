@@ -1,13 +1,20 @@
 """`rrg train`: a data set folder in, a bundle out, in resumable stages.
 
 1. tokenizer  a BPE vocabulary learned from the training reports (demo base), or the base's own
-2. vision     the open_clip encoder and finding heads, supervised by each study's labels and entities;
+2. contrastive MedFuse-CLIP pre-training of the open_clip image and text towers on image-report
+              pairs (rrg/contrastive.py), when `training.clip_epochs` > 0; the vision stage then
+              starts from the pre-trained image tower
+3. vision     the open_clip encoder and finding heads, supervised by each study's labels and entities;
               then the heads' suggestion thresholds, tuned on the validation split
-3. index      the training studies' image embeddings, for retrieving reference reports
-4. language   the demo Mistral trained on report text alone, each report after its findings line
+4. index      the training studies, for retrieving reference reports: their image embeddings
+              (cosine), or the LRE trained on their entity logits and their points on the ball
+              (hyperbolic); either way, how close in labels the references of validation studies are
+5. language   the demo Mistral trained on report text alone, each report after its findings line
               (skipped for a pretrained base)
-5. drafting   the visual projector and a LoRA adapter trained to draft a report from the image, its
-              suggested findings and its retrieved references (prompt layout of DESIGN.md section 6)
+6. drafting   the visual projector and a LoRA adapter trained to draft a report from the image, its
+              suggested findings and its references (prompt layout of DESIGN.md section 6); with
+              hyperbolic retrieval the training references are the studies nearest in labels, as REVTAF
+              does, and the validation ones those the LRE retrieves, as at inference
 
 Each stage writes its part of the bundle and is recorded in `.train/state.json`; a stage under way
 is checkpointed every few steps. `config.json` is written last: a bundle with one is complete.
@@ -22,6 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import geoopt
 import numpy as np
 import torch
 from torch import nn
@@ -29,20 +37,38 @@ from tqdm import tqdm
 
 from prompts.instructions import report_cue
 from prompts.vocabulary import CHEXBERT_LABELS
-from retrieval.cosine_index import CosineIndex
-from rrg.bundle import CONFIG, INDEX, LLM, LORA, save_modules, save_vision, write_config
+from retrieval.index_files import open_index
+from retrieval.lre import label_neighbours, ranking_loss
+from retrieval.medfuse_clip import MedFuseLoss
+from retrieval.metrics import mean_top1_hamming
+from rrg.bundle import (
+    CONFIG,
+    INDEX,
+    LLM,
+    LORA,
+    new_enhancer,
+    replace_part,
+    save_modules,
+    save_vision,
+    write_config,
+)
 from rrg.checkpoints import Checkpoints, batch_at, config_fingerprint, steps_per_epoch
 from rrg.config import ModelConfig
+from rrg.contrastive import alignment_report, contrastive_loss, report_tokens
 from rrg.demo import LabelFunction
 from rrg.generator import PromptEmbedder, build_demo_llm, load_llm, pad_batch, with_new_lora
 from rrg.losses import FindingLoss
 from rrg.projector import VisualProjector
+from rrg.references import ReferenceRetriever
 from rrg.suggested_findings import NEVER, example_f1, finding_names, suggest, tune_thresholds, with_no_finding
 from rrg.tokenizer import train_report_tokenizer
 from rrg.training_data import StudySet, findings_first, load_split
 from rrg.vision import FindingHeads, VisionEncoder, open_clip_config
 
-STAGES = ("tokenizer", "vision", "index", "language", "drafting")
+STAGES = ("tokenizer", "contrastive", "vision", "index", "language", "drafting")
+# Each stage's random seed is training.seed plus its own fixed offset, so that a new stage leaves the
+# others' seeds (and the bundles they train) as they were.
+_SEED_OFFSETS = {"tokenizer": 0, "vision": 1, "index": 2, "language": 3, "drafting": 4, "contrastive": 5}
 Log = Callable[[str], None]
 
 
@@ -109,7 +135,7 @@ class Trainer:
         return facts
 
     def _seed(self, stage: str) -> None:
-        seed = self.training.seed + STAGES.index(stage)
+        seed = self.training.seed + _SEED_OFFSETS[stage]
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
@@ -162,11 +188,47 @@ class Trainer:
 
         return AutoTokenizer.from_pretrained(str(self.out / LLM))
 
-    # --- 2. vision ------------------------------------------------------------------------------
+    # --- 2. contrastive (MedFuse-CLIP) ----------------------------------------------------------
+
+    def _contrastive(self) -> dict:
+        if self.training.clip_epochs == 0:
+            return {"skipped": "training.clip_epochs is 0: the vision stage starts from random weights"}
+        data = self.train_set
+        encoder = VisionEncoder(open_clip_config(self.config.vision.open_clip_model))
+        loss = MedFuseLoss()
+        tokens = report_tokens(data.reports, encoder)
+        modules = {"encoder": encoder, "loss": loss}
+        params = [p for m in modules.values() for p in m.parameters()]
+        optimizer = torch.optim.AdamW(params, lr=self.training.clip_lr, weight_decay=0.01)
+        encoder.train()
+        terms: list[tuple[float, float]] = []
+
+        def train_step(batch: np.ndarray) -> torch.Tensor:
+            out = contrastive_loss(encoder, loss, _jitter(data.images[batch]), tokens[batch], data.label_status[batch])
+            terms.append((float(out.info_nce.detach()), float(out.margin.detach())))
+            return out.total
+
+        losses = self._steps(
+            "contrastive", len(data), self.training.vision_batch, self.training.clip_epochs, modules, optimizer,
+            train_step,
+        )
+        encoder.eval()
+        torch.save(encoder.state_dict(), self.checkpoints.folder / "towers.pt")
+        val = alignment_report(encoder, self.val_set.images, report_tokens(self.val_set.reports, encoder),
+                               self.training.clip_pca_dim)
+        return {
+            "final_loss": _tail(losses), "temperature": round(loss.temperature, 4),
+            "final_info_nce": _tail([t[0] for t in terms]), "final_margin": _tail([t[1] for t in terms]),
+            "val_retrieval": val,
+        }
+
+    # --- 3. vision ------------------------------------------------------------------------------
 
     def _vision(self) -> dict:
         data = self.train_set
         encoder = VisionEncoder(open_clip_config(self.config.vision.open_clip_model))
+        if (self.checkpoints.folder / "towers.pt").is_file():  # MedFuse-CLIP pre-trained
+            encoder.load_state_dict(torch.load(self.checkpoints.folder / "towers.pt"))
         heads = FindingHeads(encoder.embed_dim)
         criterion = FindingLoss()
         modules = {"encoder": encoder, "heads": heads}
@@ -207,16 +269,55 @@ class Trainer:
         heads.load_state_dict(torch.load(self.checkpoints.folder / "heads.pt"))
         return encoder, heads.eval()
 
-    # --- 3. index -------------------------------------------------------------------------------
+    # --- 4. index -------------------------------------------------------------------------------
 
     def _index(self) -> dict:
-        encoder, _ = self._trained_vision()
-        pooled, _ = _encode(encoder, self.train_set.images)
-        index = CosineIndex.build(pooled.numpy(), self.train_set.ids, self.train_set.reports)
-        _replace_folder(self.out / INDEX, index.save)
-        return {"references": len(index)}
+        encoder, heads = self._trained_vision()
+        data = self.train_set
+        pooled, _ = _encode(encoder, data.images)
+        with torch.no_grad():
+            entity_logits = heads(pooled)[1]
+        summary, enhancer = {}, None
+        if self.config.retrieval.kind == "hyperbolic":
+            enhancer, summary["retriever_final_loss"] = self._train_enhancer(entity_logits, data.label_status)
+            torch.save(enhancer.state_dict(), self.checkpoints.folder / "enhancer.pt")
+        retriever = ReferenceRetriever.build(pooled, entity_logits, data.ids, data.reports, enhancer)
+        replace_part(self.out / INDEX, retriever.index.save)
+        # How close in labels the top reference of each validation study is (REVTAF eq. 6).
+        val_pooled, _ = _encode(encoder, self.val_set.images)
+        with torch.no_grad():
+            val_entity_logits = heads(val_pooled)[1]
+        top = [found[0].id for found in retriever.search(val_pooled, val_entity_logits, 1)]
+        row_of = {study_id: row for row, study_id in enumerate(data.ids)}
+        rows = [row_of[study_id] for study_id in top]
+        hamming = mean_top1_hamming(self.val_set.label_status, data.label_status[rows])
+        return {"references": len(retriever.index), **summary, "val_mean_top1_hamming": round(hamming, 3)}
 
-    # --- 4. language ----------------------------------------------------------------------------
+    def _train_enhancer(self, entity_logits: torch.Tensor, status: np.ndarray):
+        """REVTAF's LRE on the training studies' entity logits: the in-batch ranking loss of eq. 7."""
+        enhancer = new_enhancer(self.config.retrieval)
+        status = torch.from_numpy(status)
+        trainable = [p for p in enhancer.parameters() if p.requires_grad]  # not the ball's curvature
+        optimizer = geoopt.optim.RiemannianAdam(trainable, lr=self.training.retriever_lr)
+        enhancer.train()
+
+        def train_step(batch: np.ndarray) -> torch.Tensor:
+            return ranking_loss(enhancer.pairwise_distances(enhancer(entity_logits[batch])), status[batch])
+
+        losses = self._steps(
+            "retriever", len(status), self.training.retriever_batch, self.training.retriever_epochs,
+            {"enhancer": enhancer}, optimizer, train_step,
+        )
+        return enhancer.eval(), _tail(losses)
+
+    def _trained_enhancer(self):
+        if self.config.retrieval.kind != "hyperbolic":
+            return None
+        enhancer = new_enhancer(self.config.retrieval)
+        enhancer.load_state_dict(torch.load(self.checkpoints.folder / "enhancer.pt"))
+        return enhancer.eval()
+
+    # --- 5. language ----------------------------------------------------------------------------
 
     def _language(self) -> dict:
         generator = self.config.generator
@@ -256,11 +357,11 @@ class Trainer:
             "language", len(targets), self.training.lm_batch, self.training.lm_epochs, {"model": model}, optimizer, train_step
         )
         model.eval()
-        _replace_folder(self.out / LLM, lambda folder: _save_llm(model, tokenizer, folder))
+        replace_part(self.out / LLM, lambda folder: _save_llm(model, tokenizer, folder))
         parameters = sum(p.numel() for p in model.parameters())
         return {"base": "demo", "parameters": parameters, "final_loss": _tail(losses)}
 
-    # --- 5. drafting ----------------------------------------------------------------------------
+    # --- 6. drafting ----------------------------------------------------------------------------
 
     def _drafting(self) -> dict:
         generator, data = self.config.generator, self.train_set
@@ -269,16 +370,26 @@ class Trainer:
         model = with_new_lora(load_llm(self.out / LLM, generator.dtype), generator)
         projector = VisualProjector(encoder.token_width, model.config.hidden_size, self.config.vision.visual_tokens)
         embedder = PromptEmbedder(tokenizer, model.get_input_embeddings(), self.config.prompt)
-        index = CosineIndex.load(self.out / INDEX)
+        enhancer = self._trained_enhancer()
+        retriever = ReferenceRetriever(open_index(self.out / INDEX), enhancer)
+        k = self.config.retrieval.k
 
         def references(study_set: StudySet) -> tuple[torch.Tensor, torch.Tensor, list[list[str]]]:
+            """What the retriever finds for each study (never the study itself)."""
             pooled, tokens = _encode(encoder, study_set.images)
-            found = index.search(pooled.numpy(), self.config.retrieval.k, exclude_ids=study_set.ids)
+            with torch.no_grad():
+                entity_logits = heads(pooled)[1]
+            found = retriever.search(pooled, entity_logits, k, exclude_ids=study_set.ids)
             return pooled, tokens, [[n.report for n in neighbors] for neighbors in found]
 
         # Training prompts name each study's own findings (the adapter learns to write what the line
         # says); validation prompts name what the heads suggest, as at inference.
-        _, tokens, refs = references(data)
+        pooled, tokens, refs = references(data)
+        if enhancer is not None:  # REVTAF: the training references are the studies nearest in labels
+            with torch.no_grad():
+                points = retriever.embed(pooled, heads(pooled)[1])
+            nearest = label_neighbours(data.label_status, points, enhancer.curvature, k)
+            refs = [[data.reports[j] for j in row] for row in nearest]
         findings = [finding_names(row) for row in data.label_targets.numpy() > 0]
         train_reports, val_reports = self.targets(data), self.targets(self.val_set)
         modules = {"projector": projector, "lora": _AdapterState(model)}
@@ -313,8 +424,8 @@ class Trainer:
             val_loss = float(np.mean([
                 loss_of(b, val_tokens, val_findings, val_refs, val_reports) for b in val_batches
             ]))
-        _replace_folder(self.out / LORA, lambda folder: model.save_pretrained(str(folder)))
-        save_modules(self.out, heads, projector)
+        replace_part(self.out / LORA, lambda folder: model.save_pretrained(str(folder)))
+        save_modules(self.out, heads, projector, enhancer)
         return {"final_loss": _tail(losses), "val_loss": round(val_loss, 4)}
 
 
@@ -375,16 +486,6 @@ def _tail(losses: list[float]) -> float | None:
 def _save_llm(model: nn.Module, tokenizer, folder: Path) -> None:
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
-
-
-def _replace_folder(target: Path, write: Callable[[Path], None]) -> None:
-    """Write a bundle part into a fresh folder, then swap it in (a kill never leaves half a part)."""
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    write(partial)
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
 
 
 def _versions() -> dict[str, str]:

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from prompts.triplets import Triplet, dense_triplets
 from prompts.vocabulary import CHEXBERT_LABELS
+from retrieval.metrics import status_vectors
 from rrg.demo import LabelFunction, read_manifest
 from rrg.imaging import load_image, to_model_input
 
@@ -26,6 +27,7 @@ class StudySet:
     images: torch.Tensor  # (N, 1, S, S) float32 in [0, 1]
     label_targets: torch.Tensor  # (N, 14) 1.0 where the report's label is positive
     entity_targets: torch.Tensor  # (N, 75) MedKLIP exist: 1, 0, or -1 unmentioned
+    label_status: np.ndarray  # (N, 56) one-hot status (blank, positive, negative, uncertain) of the 14 labels
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -51,6 +53,7 @@ def load_split(folder: str | Path, split: str, image_size: int, progress: bool =
         images=torch.from_numpy(images)[:, None],
         label_targets=torch.tensor(labels),
         entity_targets=torch.from_numpy(np.stack(entities).astype(np.int64)),
+        label_status=status_vectors([r["labels"] for r in records]),
     )
 
 

@@ -56,6 +56,20 @@ def micro_bundle(micro_data, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def micro_hyperbolic_bundle(micro_data, tmp_path_factory) -> Path:
+    """The micro bundle with REVTAF's hyperbolic retrieval (a small LRE, one language epoch), its
+    towers pre-trained by MedFuse-CLIP first."""
+    out = tmp_path_factory.mktemp("micro-hyperbolic") / "bundle"
+    config = load_model_config("test-micro").replace(
+        vision={"open_clip_model": "rrg-vit-micro-clip"},  # a text tower with open_clip's whole BPE vocabulary
+        retrieval={"kind": "hyperbolic", "hidden": 32, "dim": 16},
+        training={"retriever_epochs": 4, "retriever_batch": 8, "lm_epochs": 1, "clip_epochs": 2, "clip_pca_dim": 4},
+    )
+    train_bundle(micro_data, out, config, label_report, progress=False, log=lambda _: None)
+    return out
+
+
 def dicom_of(
     pixels: np.ndarray,
     patient_name: str = "Doe^Jane",

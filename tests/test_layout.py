@@ -12,7 +12,7 @@ PACKAGES = ("rrg", "retrieval", "prompts", "serving", "eval")
 # Which of our packages each package may import.
 ALLOWED = {
     "prompts": set(),
-    "retrieval": set(),
+    "retrieval": {"prompts"},
     "rrg": {"retrieval", "prompts"},
     "eval": {"rrg", "retrieval", "prompts"},
     "serving": {"rrg", "retrieval", "prompts"},

@@ -136,6 +136,10 @@ def test_nearest_baseline_predicts_the_report_of_a_training_study_in_the_index(
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["source"]["kind"] == "nearest baseline"
     assert metrics["notice"] == Bundle.open(micro_bundle).config.notice
+    # Its neighbours are judged by their labels, from the data folder's manifest.
+    assert metrics["retrieval/queries"] == len(predictions)
+    assert 0 <= metrics["retrieval/mean_top1_hamming"] <= 56
+    assert 0 <= metrics["retrieval/label_precision@1"] <= 1
 
 
 def test_score_only_mode_adds_bleu_and_names_its_source(tmp_path, capsys):

@@ -34,10 +34,12 @@ def test_bundle_has_every_part_and_says_it_is_a_demo(micro_bundle):
     assert bundle.config.name == "test-micro" and bundle.config.demo
     assert "phantom" in bundle.config.notice
     assert bundle.facts["labeler"] == "rules"
-    assert set(bundle.facts["training_summary"]) == {"tokenizer", "vision", "index", "language", "drafting"}
+    stages = {"tokenizer", "contrastive", "vision", "index", "language", "drafting"}
+    assert set(bundle.facts["training_summary"]) == stages
+    assert "skipped" in bundle.facts["training_summary"]["contrastive"]  # test-micro: clip_epochs 0
     assert not (micro_bundle / ".train").exists()
     assert (micro_bundle / "lora" / "adapter_config.json").is_file()
-    assert len(bundle.load_index()) == 32
+    assert len(bundle.load_retriever().index) == 32
 
 
 def test_bundle_save_and_load_round_trip_exactly(micro_bundle, micro_data, tmp_path):

@@ -1,0 +1,294 @@
+"""Approximate hyperbolic kNN at scale: FAISS IVF on the hyperboloid, float64 re-rank (DESIGN.md section 6).
+
+The lift is the exact index's (retrieval/hyperbolic_index.py): a Poincare point x of curvature -c
+becomes the hyperboloid point X, and with the query's time coordinate negated, q' = (-Q0, Q1, ...),
+the plain inner product is <q', Y> = -cosh(sqrt(c) d_c(q, y)): the largest is the nearest row.
+`IndexIVFFlat` files the rows in `lists` inverted lists and scans only the `probes` lists (FAISS's
+nprobe) that the coarse quantizer ranks first for a query. The result is APPROXIMATE: a neighbour
+filed in a list left unprobed is missed. Recall rises with `probes` (probes == lists scans every
+row) and, at fixed probes, falls as `lists` grows; the search time grows with probes / lists.
+
+Why the quantizer's centroids have time coordinate 0. The quantizer files a row Y under the centroid
+m with the largest <Y, m>, and a query probes the lists whose m has the largest <q', m>. For a general
+m the two disagree, because q' flips the sign of m0's term (-Q0 m0 counts against the very list
+whose rows Y0 m0 put there; a query would not probe the list its own point is filed in). Centroids
+with m0 = 0 see only the spatial part Xi = 2 zi / (1 - |z|^2), which the negation leaves alone, so
+rows and queries are sorted the same way: by the direction of z. The quantizer is trained by FAISS's
+spherical k-means (fixed seed, so a build is deterministic) on the unit directions z / |z| with time
+0, so the lists are cones of directions around the origin, of similar sizes. Hyperbolic Voronoi
+cells (centroids on the hyperboloid, the Lorentz product for both sides) would be consistent too,
+but they degenerate: a centroid near the origin is nearer to most boundary points than any centroid
+out there, so one list takes most of the rows and the scan saves little.
+
+What the cones miss: neighbours in other directions. A row whose neighbourhood surrounds the origin
+(a cluster wider than its distance from the origin) has them in every direction, and in data without
+cluster structure the nearest rows to a point near the boundary are the most central rows, whatever
+their direction. Embeddings where a row's neighbours are rows of its own cluster (the hyperbolic
+retriever is trained to put studies of the same label status together) have them in the first few
+cones. bench/retrieval.py measures both at 270k x 512 with 520 lists: recall@10 0.969 on clustered
+points with 1 to 16 lists probed (all misses are the 2 of 64 queries from a cluster near the
+origin, whose rows lie in every direction), 0.044 on uniformly random points with 8 probed.
+Where recall must be 1, use HyperbolicIndex.
+
+FAISS proposes 4 candidates per neighbour by float32 score, geoopt's float64 distance d_c orders them
+(ties by id). A query whose probed lists hold too few rows is searched again with every list probed.
+Rows added after `build` go into the existing lists: the quantizer is not retrained.
+
+On disk an index is a folder (loading needs no training):
+    index.faiss     the IndexIVFFlat with its quantizer (`faiss.write_index`)
+    points.npy      the Poincare points in float64, for the re-rank
+    reports.jsonl   one {"id", "report"} line per row, in index order
+    index.json      {"kind": "hyperbolic-ivf", "dim", "curvature", "count", "lists", "probes"}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import faiss
+import geoopt
+import numpy as np
+import torch
+
+from retrieval.hyperbolic_index import (
+    DEFAULT_CURVATURE,
+    META_FILE,
+    POINTS_FILE,
+    ball_points,
+    lift_to_hyperboloid,
+)
+from retrieval.reference_reports import (
+    REPORTS_FILE,
+    Neighbor,
+    ReferenceReports,
+    check_dim,
+    check_exclusions,
+    check_k,
+)
+
+INDEX_FILE = "index.faiss"
+# FAISS's k-means warns below 39 training points per centroid: fewer leave the cones' centroids noisy.
+MIN_POINTS_PER_LIST = 39
+DEFAULT_PROBES = 8
+KMEANS_SEED = 1234
+CANDIDATES_PER_NEIGHBOR = 4  # float32 candidates fetched per wanted neighbour, for the float64 re-rank
+
+
+def default_lists(count: int) -> int:
+    """About sqrt(N) lists (FAISS's rule of thumb), but no more than N / 39 so that each can be trained."""
+    return max(1, min(round(math.sqrt(count)), count // MIN_POINTS_PER_LIST))
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _directions(points: np.ndarray) -> np.ndarray:
+    """(N, dim + 1) float32 training rows (0, z / |z|): the direction of each point, time coordinate 0."""
+    norms = np.linalg.norm(points, axis=1, keepdims=True)  # (N, 1)
+    directions = np.divide(points, norms, out=np.zeros_like(points), where=norms > 0)  # the centre has none
+    return np.ascontiguousarray(
+        np.concatenate([np.zeros((len(points), 1)), directions], axis=1), dtype=np.float32
+    )
+
+
+class HyperbolicIVFIndex:
+    """Approximate hyperbolic kNN on the Poincare ball (IVF over direction cones); rows carry id and report."""
+
+    kind = "hyperbolic-ivf"
+
+    def __init__(self, ivf: faiss.IndexIVFFlat, curvature: float, probes: int):
+        """An empty index around `ivf` over dim + 1 lifted coordinates (trained by `build`, read by `load`)."""
+        if isinstance(curvature, bool) or not isinstance(curvature, (int, float)) or not curvature > 0:
+            raise ValueError(
+                f"curvature must be a positive number (the ball has curvature -c), got {curvature!r}"
+            )
+        self.dim, self.curvature = check_dim(ivf.d - 1), float(curvature)
+        self.ball = geoopt.PoincareBall(c=torch.tensor(self.curvature, dtype=torch.float64))
+        self._ivf = ivf
+        self.probes = probes
+        self._points = np.zeros((0, self.dim))  # float64, for the re-rank
+        self._table = ReferenceReports()
+
+    @classmethod
+    def build(
+        cls,
+        points: np.ndarray,
+        ids: Sequence[str],
+        reports: Sequence[str],
+        curvature: float = DEFAULT_CURVATURE,
+        lists: int | None = None,
+        probes: int | None = None,
+    ) -> HyperbolicIVFIndex:
+        """Train the quantizer on `points` (N, dim) and file them.
+
+        lists: inverted lists, default `default_lists(N)` (about sqrt(N)); N must be at least 39 per list.
+        probes: lists scanned per query, default min(8, lists); the recall/speed knob, settable later.
+        """
+        points = np.asarray(points)
+        if points.ndim != 2:
+            raise ValueError(f"points must have shape (N, dim), got {points.shape}")
+        dim = check_dim(points.shape[1])
+        ids, reports = list(ids), list(reports)
+        ReferenceReports().check_new(ids, reports, len(points))
+        lists = default_lists(len(points)) if lists is None else _positive_int(lists, "lists")
+        if len(points) < MIN_POINTS_PER_LIST * lists:
+            raise ValueError(
+                f"training {lists} lists needs at least {MIN_POINTS_PER_LIST * lists} points "
+                f"({MIN_POINTS_PER_LIST} per list), got {len(points)}: use fewer lists or the exact HyperbolicIndex"
+            )
+        ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim + 1), dim + 1, lists, faiss.METRIC_INNER_PRODUCT)
+        ivf.cp.spherical = True  # unit centroids: the lists are cones of directions
+        ivf.cp.seed = KMEANS_SEED
+        index = cls(ivf, curvature, min(DEFAULT_PROBES, lists) if probes is None else probes)  # checks both
+        points = ball_points(points, dim, index.curvature, "points")
+        ivf.train(_directions(points))
+        index._append(points, ids, reports)
+        return index
+
+    @property
+    def lists(self) -> int:
+        return int(self._ivf.nlist)
+
+    @property
+    def probes(self) -> int:
+        """Lists scanned per query (FAISS's nprobe), 1..lists: more is slower and finds more."""
+        return int(self._ivf.nprobe)
+
+    @probes.setter
+    def probes(self, probes: int) -> None:
+        probes = _positive_int(probes, "probes")
+        if probes > self.lists:
+            raise ValueError(f"probes must be at most lists = {self.lists}, got {probes}")
+        self._ivf.nprobe = probes
+
+    @property
+    def centroids(self) -> np.ndarray:
+        """(lists, dim + 1) float32 unit centroids of the quantizer, time coordinate 0."""
+        return self._ivf.quantizer.reconstruct_n(0, self.lists)
+
+    def __len__(self) -> int:
+        return len(self._points)
+
+    def add(self, points: np.ndarray, ids: Sequence[str], reports: Sequence[str]) -> None:
+        """Append rows (N, dim), e.g. new reference reports, into the existing lists (no retraining)."""
+        ids, reports = list(ids), list(reports)
+        shape = np.shape(points)
+        self._table.check_new(ids, reports, shape[0] if len(shape) == 2 else None)
+        points = ball_points(points, self.dim, self.curvature, "points")
+        if ids:
+            self._append(points, ids, reports)
+
+    def _append(self, points: np.ndarray, ids: list[str], reports: list[str]) -> None:
+        # FAISS numbers the rows it adds from ntotal on, so its ids are our rows.
+        self._ivf.add(np.ascontiguousarray(lift_to_hyperboloid(points, self.curvature), dtype=np.float32))
+        self._points = np.concatenate([self._points, points])
+        self._table.append(ids, reports)
+
+    def distances(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """geoopt's float64 distances d_c from one query (dim,) to the given rows."""
+        return self.ball.dist(torch.from_numpy(self._points[rows]), torch.from_numpy(query)).numpy()
+
+    def search(
+        self, queries: np.ndarray, k: int, exclude_ids: Sequence[str | None] | None = None
+    ) -> list[list[Neighbor]]:
+        """The (approximately) k nearest rows to each query (Q, dim) or (dim,), nearest first, ties by id.
+
+        A neighbour's distance is the geodesic distance d_c. exclude_ids[q]: an id left out of query
+        q's results (in training, the query's own study); None leaves that query unfiltered.
+        """
+        k = check_k(k)
+        queries = np.asarray(queries)
+        if queries.ndim == 1:
+            queries = queries[None, :]  # (1, dim)
+        queries = ball_points(queries, self.dim, self.curvature, "queries")  # (Q, dim)
+        exclude_ids = check_exclusions(exclude_ids, len(queries))
+        if len(self) == 0:
+            return [[] for _ in queries]
+        excluded = [self._table.row_of.get(study_id, -1) for study_id in exclude_ids]  # -1: none
+        wanted = min(k, len(self))
+        fetch = min(len(self), CANDIDATES_PER_NEIGHBOR * (wanted + any(row >= 0 for row in excluded)))
+        lifted = lift_to_hyperboloid(queries, self.curvature)  # (Q, dim + 1)
+        lifted[:, 0] *= -1.0  # inner product = -cosh(sqrt(c) d)
+        lifted = np.ascontiguousarray(lifted, dtype=np.float32)
+        _, rows = self._ivf.search(lifted, fetch)  # (Q, fetch), -1 past the rows the probed lists hold
+        found = [self._rerank(query, rows[q], excluded[q], wanted) for q, query in enumerate(queries)]
+        wide = [  # queries whose probed lists hold too few rows: search every list
+            q
+            for q, neighbors in enumerate(found)
+            if len(neighbors) < min(wanted, len(self) - (excluded[q] >= 0))
+        ]
+        if wide:
+            every_list = faiss.SearchParametersIVF(nprobe=self.lists)
+            _, again = self._ivf.search(lifted[wide], fetch, params=every_list)
+            for q, wide_rows in zip(wide, again):
+                found[q] = self._rerank(queries[q], wide_rows, excluded[q], wanted)
+        return found
+
+    def _rerank(self, query: np.ndarray, rows: np.ndarray, excluded: int, wanted: int) -> list[Neighbor]:
+        """The `wanted` nearest of FAISS's candidate rows (-1: none) by geoopt's distance, ties by id.
+
+        float32 scores near the boundary cannot separate close rows (cosh loses precision); float64 can.
+        """
+        rows = rows[(rows >= 0) & (rows != excluded)]
+        kept = sorted(
+            zip(self.distances(query, rows).tolist(), (self._table.ids[r] for r in rows), rows.tolist())
+        )
+        return [
+            Neighbor(id=study_id, report=self._table.reports[row], distance=d)
+            for d, study_id, row in kept[:wanted]
+        ]
+
+    def save(self, folder: str | Path) -> None:
+        """Write index.faiss, points.npy, reports.jsonl and index.json into `folder`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        faiss.write_index(self._ivf, str(folder / INDEX_FILE))
+        np.save(folder / POINTS_FILE, self._points)
+        self._table.save(folder)
+        meta = {
+            "kind": self.kind,
+            "dim": self.dim,
+            "curvature": self.curvature,
+            "count": len(self),
+            "lists": self.lists,
+            "probes": self.probes,
+        }
+        (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> HyperbolicIVFIndex:
+        """Read an index written by `save`; FileNotFoundError or ValueError says what is wrong."""
+        folder = Path(folder)
+        if not (folder / META_FILE).is_file():
+            raise FileNotFoundError(f"index folder {folder} lacks {META_FILE}")
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        if meta.get("kind") != cls.kind:
+            raise ValueError(f"{folder / META_FILE} holds a {meta.get('kind')!r} index, not {cls.kind!r}")
+        missing = [name for name in (INDEX_FILE, POINTS_FILE, REPORTS_FILE) if not (folder / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"index folder {folder} lacks {', '.join(missing)}")
+        dim = check_dim(meta.get("dim"))
+        ivf = faiss.read_index(str(folder / INDEX_FILE))
+        if not isinstance(ivf, faiss.IndexIVFFlat) or ivf.d != dim + 1 or ivf.nlist != meta.get("lists"):
+            raise ValueError(
+                f"{folder / INDEX_FILE} is not an IndexIVFFlat over {dim} + 1 coordinates in {meta.get('lists')} lists"
+            )
+        index = cls(ivf, meta.get("curvature"), meta.get("probes"))
+        points = ball_points(np.load(folder / POINTS_FILE), dim, index.curvature, str(folder / POINTS_FILE))
+        table = ReferenceReports.load(folder)
+        counts = {
+            META_FILE: meta.get("count"),
+            INDEX_FILE: ivf.ntotal,
+            POINTS_FILE: len(points),
+            REPORTS_FILE: len(table),
+        }
+        if len(set(counts.values())) != 1:
+            raise ValueError(f"index folder {folder} disagrees on the row count: {counts}")
+        index._points, index._table = points, table
+        return index
