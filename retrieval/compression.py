@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.metrics import DEFAULT_KS, cross_modal_report, finite_matrix, unit_rows
+from retrieval.metrics import DEFAULT_KS, cross_modal_report, finite_matrix, paired_unit_rows
 from retrieval.reference_reports import check_dim
 
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -116,12 +116,7 @@ def recall_kept(
     A kept fraction is None where the full recall is 0.
     """
     ks = tuple(ks)
-    image = unit_rows(image_embeddings, "image_embeddings")
-    text = unit_rows(text_embeddings, "text_embeddings")
-    if image.shape != text.shape:
-        raise ValueError(
-            f"image and text embeddings must have the same shape, got {image.shape} and {text.shape}"
-        )
+    image, text = paired_unit_rows(image_embeddings, text_embeddings)
     compression = PCACompression.fit(np.concatenate([image, text]), dim)
     full = cross_modal_report(image.astype(np.float32), text.astype(np.float32), ks)
     compressed = cross_modal_report(compression.transform(image), compression.transform(text), ks)

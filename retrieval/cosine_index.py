@@ -12,7 +12,6 @@ On disk an index is a folder:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import faiss
 import numpy as np
 
 from retrieval.reference_reports import (
+    META_FILE,
     REPORTS_FILE,
     Neighbor,
     ReferenceReports,
@@ -27,9 +27,11 @@ from retrieval.reference_reports import (
     check_exclusions,
     check_k,
     finite_rows,
+    read_index_meta,
+    write_index_meta,
 )
 
-INDEX_FILE, META_FILE = "index.faiss", "index.json"
+INDEX_FILE = "index.faiss"
 __all__ = ["CosineIndex", "Neighbor"]
 
 
@@ -142,19 +144,13 @@ class CosineIndex:
         folder.mkdir(parents=True, exist_ok=True)
         faiss.write_index(self._index, str(folder / INDEX_FILE))
         self._table.save(folder)
-        meta = {"kind": self.kind, "dim": self.dim, "count": len(self)}
-        (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        write_index_meta(folder, {"kind": self.kind, "dim": self.dim, "count": len(self)})
 
     @classmethod
     def load(cls, folder: str | Path) -> CosineIndex:
         """Read an index written by `save`; FileNotFoundError or ValueError says what is wrong."""
         folder = Path(folder)
-        missing = [name for name in (META_FILE, INDEX_FILE, REPORTS_FILE) if not (folder / name).is_file()]
-        if missing:
-            raise FileNotFoundError(f"index folder {folder} lacks {', '.join(missing)}")
-        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-        if meta.get("kind") != cls.kind:
-            raise ValueError(f"{folder / META_FILE} holds a {meta.get('kind')!r} index, not {cls.kind!r}")
+        meta = read_index_meta(folder, cls.kind, (INDEX_FILE, REPORTS_FILE))
         dim = meta.get("dim")
         if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
             raise ValueError(f"{folder / META_FILE} gives no positive integer dim ({dim!r})")

@@ -26,7 +26,6 @@ On disk an index is a folder (the FAISS shells are rebuilt from the points on lo
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 
 from retrieval.reference_reports import (
+    META_FILE,
     REPORTS_FILE,
     Neighbor,
     ReferenceReports,
@@ -44,9 +44,11 @@ from retrieval.reference_reports import (
     check_exclusions,
     check_k,
     finite_rows,
+    read_index_meta,
+    write_index_meta,
 )
 
-POINTS_FILE, META_FILE = "points.npy", "index.json"
+POINTS_FILE = "points.npy"
 DEFAULT_CURVATURE = 0.01  # REVTAF's c
 # float32's unit roundoff, with a factor of 4 for the casts of both operands and the summation order.
 _FLOAT32_ERROR = 4 * 2.0**-24
@@ -75,6 +77,66 @@ def lift_to_hyperboloid(points: np.ndarray, curvature: float) -> np.ndarray:
     return np.concatenate([(1.0 + squared) / denominator, 2.0 * z / denominator], axis=1)
 
 
+class PoincareRows:
+    """What every hyperbolic index keeps and does alike: the ball, the rows' Poincare points in float64
+    for the exact re-rank, their ids and reports, the checks on queries, and the final order by
+    geoopt's distance."""
+
+    def __init__(self, dim: int, curvature: float):
+        dim = check_dim(dim)
+        if isinstance(curvature, bool) or not isinstance(curvature, (int, float)) or not curvature > 0:
+            raise ValueError(f"curvature must be a positive number (the ball has curvature -c), got {curvature!r}")
+        self.dim, self.curvature = dim, float(curvature)
+        self.ball = geoopt.PoincareBall(c=torch.tensor(self.curvature, dtype=torch.float64))
+        self._points = np.zeros((0, self.dim))  # float64, for the re-rank
+        self._table = ReferenceReports()
+
+    def __len__(self) -> int:
+        return len(self._points)
+
+    def distances(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """geoopt's float64 distances d_c from one query (dim,) to the given rows."""
+        return self.ball.dist(torch.from_numpy(self._points[rows]), torch.from_numpy(query)).numpy()
+
+    def _new_rows(self, points: np.ndarray, ids: list[str], reports: list[str]) -> np.ndarray:
+        """`points` (N, dim) as float64 rows inside the ball, once ids and reports pair up with them."""
+        shape = np.shape(points)
+        self._table.check_new(ids, reports, shape[0] if len(shape) == 2 else None)
+        return ball_points(points, self.dim, self.curvature, "points")
+
+    def _queries(
+        self, queries: np.ndarray, k: int, exclude_ids: Sequence[str | None] | None
+    ) -> tuple[int, np.ndarray, list[str | None]]:
+        """k checked, queries (Q, dim) or (dim,) as float64 rows inside the ball, one exclusion per query."""
+        k = check_k(k)
+        queries = np.asarray(queries)
+        if queries.ndim == 1:
+            queries = queries[None, :]  # (1, dim)
+        queries = ball_points(queries, self.dim, self.curvature, "queries")  # (Q, dim)
+        return k, queries, check_exclusions(exclude_ids, len(queries))
+
+    def _probes(self, queries: np.ndarray) -> np.ndarray:
+        """(Q, dim + 1) lifted queries with the time coordinate negated: inner product = -cosh(sqrt(c) d)."""
+        probes = lift_to_hyperboloid(queries, self.curvature)
+        probes[:, 0] *= -1.0
+        return probes
+
+    def _by_distance(self, query: np.ndarray, rows: np.ndarray, wanted: int) -> list[Neighbor]:
+        """The `wanted` nearest of the candidate rows by geoopt's float64 distance, ties by id (near the
+        boundary cosh, and so float32 scores, cannot separate close rows)."""
+        kept = sorted(zip(self.distances(query, rows).tolist(), (self._table.ids[r] for r in rows), rows.tolist()))
+        return [Neighbor(id=study_id, report=self._table.reports[row], distance=d) for d, study_id, row in kept[:wanted]]
+
+    def _read_rows(self, folder: Path, meta: dict, counts: dict) -> None:
+        """Load points.npy and reports.jsonl into this empty index; ValueError unless every count agrees."""
+        points = ball_points(np.load(folder / POINTS_FILE), self.dim, self.curvature, str(folder / POINTS_FILE))
+        table = ReferenceReports.load(folder)
+        counts = {META_FILE: meta.get("count"), **counts, POINTS_FILE: len(points), REPORTS_FILE: len(table)}
+        if len(set(counts.values())) != 1:
+            raise ValueError(f"index folder {folder} disagrees on the row count: {counts}")
+        self._points, self._table = points, table
+
+
 class _Shell:
     """The rows whose time coordinate X0 lies in one band [4^s, 4^(s+1)): their own FAISS index, so
     that the float32 error bound, which grows with X0, stays as tight as the band."""
@@ -93,20 +155,14 @@ class _Shell:
         return self.index.ntotal
 
 
-class HyperbolicIndex:
+class HyperbolicIndex(PoincareRows):
     """Exact hyperbolic kNN on the Poincare ball; each row carries a study id and its report."""
 
     kind = "hyperbolic"
 
     def __init__(self, dim: int, curvature: float = DEFAULT_CURVATURE):
-        dim = check_dim(dim)
-        if isinstance(curvature, bool) or not isinstance(curvature, (int, float)) or not curvature > 0:
-            raise ValueError(f"curvature must be a positive number (the ball has curvature -c), got {curvature!r}")
-        self.dim, self.curvature = dim, float(curvature)
-        self.ball = geoopt.PoincareBall(c=torch.tensor(self.curvature, dtype=torch.float64))
+        super().__init__(dim, curvature)
         self._shells: dict[int, _Shell] = {}
-        self._points = np.zeros((0, self.dim))  # float64, for the re-rank
-        self._table = ReferenceReports()
 
     @classmethod
     def build(
@@ -120,15 +176,10 @@ class HyperbolicIndex:
         index.add(points, ids, reports)
         return index
 
-    def __len__(self) -> int:
-        return len(self._points)
-
     def add(self, points: np.ndarray, ids: Sequence[str], reports: Sequence[str]) -> None:
         """Append rows (N, dim), e.g. new reference reports, without touching the others."""
         ids, reports = list(ids), list(reports)
-        shape = np.shape(points)
-        self._table.check_new(ids, reports, shape[0] if len(shape) == 2 else None)
-        points = ball_points(points, self.dim, self.curvature, "points")
+        points = self._new_rows(points, ids, reports)
         if not ids:
             return
         self._file(points, np.arange(len(self), len(self) + len(points)))
@@ -143,10 +194,6 @@ class HyperbolicIndex:
             chosen = bands == band
             self._shells.setdefault(int(band), _Shell(self.dim)).add(lifted[chosen], rows[chosen])
 
-    def distances(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """geoopt's float64 distances d_c from one query (dim,) to the given rows."""
-        return self.ball.dist(torch.from_numpy(self._points[rows]), torch.from_numpy(query)).numpy()
-
     def search(
         self, queries: np.ndarray, k: int, exclude_ids: Sequence[str | None] | None = None
     ) -> list[list[Neighbor]]:
@@ -155,17 +202,11 @@ class HyperbolicIndex:
         A neighbour's distance is the geodesic distance d_c. exclude_ids[q]: an id left out of query
         q's results (in training, the query's own study); None leaves that query unfiltered.
         """
-        k = check_k(k)
-        queries = np.asarray(queries)
-        if queries.ndim == 1:
-            queries = queries[None, :]  # (1, dim)
-        queries = ball_points(queries, self.dim, self.curvature, "queries")  # (Q, dim)
-        exclude_ids = check_exclusions(exclude_ids, len(queries))
+        k, queries, exclude_ids = self._queries(queries, k, exclude_ids)
         if len(self) == 0:
             return [[] for _ in queries]
         wanted = min(k, len(self))
-        probes = lift_to_hyperboloid(queries, self.curvature)  # (Q, dim + 1)
-        probes[:, 0] *= -1.0  # inner product = -cosh(sqrt(c) d)
+        probes = self._probes(queries)  # (Q, dim + 1)
         probes32 = np.ascontiguousarray(probes, dtype=np.float32)
         first = {}  # shell -> (fetch, scores (Q, fetch), shell rows (Q, fetch)): one batched scan each
         for band, shell in self._shells.items():
@@ -210,11 +251,7 @@ class HyperbolicIndex:
         # geoopt's distance decides the order among the candidates that float64 cannot separate from
         # the k-th (cosh loses precision near the boundary).
         cut = exact[order[min(wanted, len(order)) - 1]]
-        close = rows[exact >= cut - 2.0 * error64]
-        kept = sorted(zip(self.distances(query, close).tolist(), (self._table.ids[r] for r in close), close.tolist()))
-        return [
-            Neighbor(id=study_id, report=self._table.reports[row], distance=d) for d, study_id, row in kept[:wanted]
-        ]
+        return self._by_distance(query, rows[exact >= cut - 2.0 * error64], wanted)
 
     @property
     def _largest_time(self) -> float:
@@ -226,27 +263,14 @@ class HyperbolicIndex:
         folder.mkdir(parents=True, exist_ok=True)
         np.save(folder / POINTS_FILE, self._points)
         self._table.save(folder)
-        meta = {"kind": self.kind, "dim": self.dim, "curvature": self.curvature, "count": len(self)}
-        (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        write_index_meta(folder, {"kind": self.kind, "dim": self.dim, "curvature": self.curvature, "count": len(self)})
 
     @classmethod
     def load(cls, folder: str | Path) -> HyperbolicIndex:
         """Read an index written by `save`; FileNotFoundError or ValueError says what is wrong."""
         folder = Path(folder)
-        if not (folder / META_FILE).is_file():
-            raise FileNotFoundError(f"index folder {folder} lacks {META_FILE}")
-        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-        if meta.get("kind") != cls.kind:
-            raise ValueError(f"{folder / META_FILE} holds a {meta.get('kind')!r} index, not {cls.kind!r}")
-        missing = [name for name in (POINTS_FILE, REPORTS_FILE) if not (folder / name).is_file()]
-        if missing:
-            raise FileNotFoundError(f"index folder {folder} lacks {', '.join(missing)}")
+        meta = read_index_meta(folder, cls.kind, (POINTS_FILE, REPORTS_FILE))
         index = cls(meta.get("dim"), meta.get("curvature"))
-        points = ball_points(np.load(folder / POINTS_FILE), index.dim, index.curvature, str(folder / POINTS_FILE))
-        table = ReferenceReports.load(folder)
-        counts = {META_FILE: meta.get("count"), POINTS_FILE: len(points), REPORTS_FILE: len(table)}
-        if len(set(counts.values())) != 1:
-            raise ValueError(f"index folder {folder} disagrees on the row count: {counts}")
-        index._file(points, np.arange(len(points)))
-        index._points, index._table = points, table
+        index._read_rows(folder, meta, {})
+        index._file(index._points, np.arange(len(index)))
         return index

@@ -43,20 +43,17 @@ On disk an index is a folder (loading needs no training):
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import faiss
-import geoopt
 import numpy as np
-import torch
 
 from retrieval.hyperbolic_index import (
     DEFAULT_CURVATURE,
-    META_FILE,
     POINTS_FILE,
+    PoincareRows,
     ball_points,
     lift_to_hyperboloid,
 )
@@ -65,8 +62,8 @@ from retrieval.reference_reports import (
     Neighbor,
     ReferenceReports,
     check_dim,
-    check_exclusions,
-    check_k,
+    read_index_meta,
+    write_index_meta,
 )
 
 INDEX_FILE = "index.faiss"
@@ -97,23 +94,16 @@ def _directions(points: np.ndarray) -> np.ndarray:
     )
 
 
-class HyperbolicIVFIndex:
+class HyperbolicIVFIndex(PoincareRows):
     """Approximate hyperbolic kNN on the Poincare ball (IVF over direction cones); rows carry id and report."""
 
     kind = "hyperbolic-ivf"
 
     def __init__(self, ivf: faiss.IndexIVFFlat, curvature: float, probes: int):
         """An empty index around `ivf` over dim + 1 lifted coordinates (trained by `build`, read by `load`)."""
-        if isinstance(curvature, bool) or not isinstance(curvature, (int, float)) or not curvature > 0:
-            raise ValueError(
-                f"curvature must be a positive number (the ball has curvature -c), got {curvature!r}"
-            )
-        self.dim, self.curvature = check_dim(ivf.d - 1), float(curvature)
-        self.ball = geoopt.PoincareBall(c=torch.tensor(self.curvature, dtype=torch.float64))
+        super().__init__(ivf.d - 1, curvature)
         self._ivf = ivf
         self.probes = probes
-        self._points = np.zeros((0, self.dim))  # float64, for the re-rank
-        self._table = ReferenceReports()
 
     @classmethod
     def build(
@@ -172,15 +162,10 @@ class HyperbolicIVFIndex:
         """(lists, dim + 1) float32 unit centroids of the quantizer, time coordinate 0."""
         return self._ivf.quantizer.reconstruct_n(0, self.lists)
 
-    def __len__(self) -> int:
-        return len(self._points)
-
     def add(self, points: np.ndarray, ids: Sequence[str], reports: Sequence[str]) -> None:
         """Append rows (N, dim), e.g. new reference reports, into the existing lists (no retraining)."""
         ids, reports = list(ids), list(reports)
-        shape = np.shape(points)
-        self._table.check_new(ids, reports, shape[0] if len(shape) == 2 else None)
-        points = ball_points(points, self.dim, self.curvature, "points")
+        points = self._new_rows(points, ids, reports)
         if ids:
             self._append(points, ids, reports)
 
@@ -190,10 +175,6 @@ class HyperbolicIVFIndex:
         self._points = np.concatenate([self._points, points])
         self._table.append(ids, reports)
 
-    def distances(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """geoopt's float64 distances d_c from one query (dim,) to the given rows."""
-        return self.ball.dist(torch.from_numpy(self._points[rows]), torch.from_numpy(query)).numpy()
-
     def search(
         self, queries: np.ndarray, k: int, exclude_ids: Sequence[str | None] | None = None
     ) -> list[list[Neighbor]]:
@@ -202,20 +183,13 @@ class HyperbolicIVFIndex:
         A neighbour's distance is the geodesic distance d_c. exclude_ids[q]: an id left out of query
         q's results (in training, the query's own study); None leaves that query unfiltered.
         """
-        k = check_k(k)
-        queries = np.asarray(queries)
-        if queries.ndim == 1:
-            queries = queries[None, :]  # (1, dim)
-        queries = ball_points(queries, self.dim, self.curvature, "queries")  # (Q, dim)
-        exclude_ids = check_exclusions(exclude_ids, len(queries))
+        k, queries, exclude_ids = self._queries(queries, k, exclude_ids)
         if len(self) == 0:
             return [[] for _ in queries]
         excluded = [self._table.row_of.get(study_id, -1) for study_id in exclude_ids]  # -1: none
         wanted = min(k, len(self))
         fetch = min(len(self), CANDIDATES_PER_NEIGHBOR * (wanted + any(row >= 0 for row in excluded)))
-        lifted = lift_to_hyperboloid(queries, self.curvature)  # (Q, dim + 1)
-        lifted[:, 0] *= -1.0  # inner product = -cosh(sqrt(c) d)
-        lifted = np.ascontiguousarray(lifted, dtype=np.float32)
+        lifted = np.ascontiguousarray(self._probes(queries), dtype=np.float32)  # (Q, dim + 1)
         _, rows = self._ivf.search(lifted, fetch)  # (Q, fetch), -1 past the rows the probed lists hold
         found = [self._rerank(query, rows[q], excluded[q], wanted) for q, query in enumerate(queries)]
         wide = [  # queries whose probed lists hold too few rows: search every list
@@ -231,18 +205,8 @@ class HyperbolicIVFIndex:
         return found
 
     def _rerank(self, query: np.ndarray, rows: np.ndarray, excluded: int, wanted: int) -> list[Neighbor]:
-        """The `wanted` nearest of FAISS's candidate rows (-1: none) by geoopt's distance, ties by id.
-
-        float32 scores near the boundary cannot separate close rows (cosh loses precision); float64 can.
-        """
-        rows = rows[(rows >= 0) & (rows != excluded)]
-        kept = sorted(
-            zip(self.distances(query, rows).tolist(), (self._table.ids[r] for r in rows), rows.tolist())
-        )
-        return [
-            Neighbor(id=study_id, report=self._table.reports[row], distance=d)
-            for d, study_id, row in kept[:wanted]
-        ]
+        """The `wanted` nearest of FAISS's candidate rows (-1: none) by geoopt's distance, ties by id."""
+        return self._by_distance(query, rows[(rows >= 0) & (rows != excluded)], wanted)
 
     def save(self, folder: str | Path) -> None:
         """Write index.faiss, points.npy, reports.jsonl and index.json into `folder`."""
@@ -251,28 +215,20 @@ class HyperbolicIVFIndex:
         faiss.write_index(self._ivf, str(folder / INDEX_FILE))
         np.save(folder / POINTS_FILE, self._points)
         self._table.save(folder)
-        meta = {
+        write_index_meta(folder, {
             "kind": self.kind,
             "dim": self.dim,
             "curvature": self.curvature,
             "count": len(self),
             "lists": self.lists,
             "probes": self.probes,
-        }
-        (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        })
 
     @classmethod
     def load(cls, folder: str | Path) -> HyperbolicIVFIndex:
         """Read an index written by `save`; FileNotFoundError or ValueError says what is wrong."""
         folder = Path(folder)
-        if not (folder / META_FILE).is_file():
-            raise FileNotFoundError(f"index folder {folder} lacks {META_FILE}")
-        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-        if meta.get("kind") != cls.kind:
-            raise ValueError(f"{folder / META_FILE} holds a {meta.get('kind')!r} index, not {cls.kind!r}")
-        missing = [name for name in (INDEX_FILE, POINTS_FILE, REPORTS_FILE) if not (folder / name).is_file()]
-        if missing:
-            raise FileNotFoundError(f"index folder {folder} lacks {', '.join(missing)}")
+        meta = read_index_meta(folder, cls.kind, (INDEX_FILE, POINTS_FILE, REPORTS_FILE))
         dim = check_dim(meta.get("dim"))
         ivf = faiss.read_index(str(folder / INDEX_FILE))
         if not isinstance(ivf, faiss.IndexIVFFlat) or ivf.d != dim + 1 or ivf.nlist != meta.get("lists"):
@@ -280,15 +236,5 @@ class HyperbolicIVFIndex:
                 f"{folder / INDEX_FILE} is not an IndexIVFFlat over {dim} + 1 coordinates in {meta.get('lists')} lists"
             )
         index = cls(ivf, meta.get("curvature"), meta.get("probes"))
-        points = ball_points(np.load(folder / POINTS_FILE), dim, index.curvature, str(folder / POINTS_FILE))
-        table = ReferenceReports.load(folder)
-        counts = {
-            META_FILE: meta.get("count"),
-            INDEX_FILE: ivf.ntotal,
-            POINTS_FILE: len(points),
-            REPORTS_FILE: len(table),
-        }
-        if len(set(counts.values())) != 1:
-            raise ValueError(f"index folder {folder} disagrees on the row count: {counts}")
-        index._points, index._table = points, table
+        index._read_rows(folder, meta, {INDEX_FILE: ivf.ntotal})
         return index

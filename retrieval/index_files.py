@@ -8,9 +8,9 @@ from pathlib import Path
 from retrieval.cosine_index import CosineIndex
 from retrieval.hyperbolic_index import HyperbolicIndex
 from retrieval.hyperbolic_ivf import HyperbolicIVFIndex
+from retrieval.reference_reports import META_FILE
 
 INDEX_KINDS = {cls.kind: cls for cls in (CosineIndex, HyperbolicIndex, HyperbolicIVFIndex)}
-META_FILE = "index.json"
 
 
 def index_kind(folder: str | Path) -> str:

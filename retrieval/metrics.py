@@ -56,12 +56,7 @@ def cross_modal_report(
      "text_to_image": {...}}
     """
     ks = _ks(ks)
-    image = unit_rows(image_embeddings, "image_embeddings")
-    text = unit_rows(text_embeddings, "text_embeddings")
-    if image.shape != text.shape:
-        raise ValueError(
-            f"image and text embeddings must have the same shape, got {image.shape} and {text.shape}"
-        )
+    image, text = paired_unit_rows(image_embeddings, text_embeddings)
     similarity = image @ text.T  # (N, N) cos(image_i, text_j)
     report = {}
     for direction, scores in (("image_to_text", similarity), ("text_to_image", similarity.T)):
@@ -199,6 +194,17 @@ def finite_matrix(values: np.ndarray, what: str) -> np.ndarray:
     if len(shape) != 2 or 0 in shape:
         raise ValueError(f"{what} must have shape (N, D) with N, D >= 1, got {shape}")
     return finite_rows(values, shape[1], what)
+
+
+def paired_unit_rows(image_embeddings: np.ndarray, text_embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both modalities' embeddings as unit rows of one shape (N, D), row i of each a pair."""
+    image = unit_rows(image_embeddings, "image_embeddings")
+    text = unit_rows(text_embeddings, "text_embeddings")
+    if image.shape != text.shape:
+        raise ValueError(
+            f"image and text embeddings must have the same shape, got {image.shape} and {text.shape}"
+        )
+    return image, text
 
 
 def unit_rows(vectors: np.ndarray, what: str) -> np.ndarray:

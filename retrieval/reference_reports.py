@@ -1,7 +1,8 @@
 """The study ids and report texts an index returns, row by row, and the argument checks that every
 index kind shares.
 
-On disk: `reports.jsonl`, one {"id", "report"} line per row, in index order.
+On disk: `reports.jsonl`, one {"id", "report"} line per row, in index order, and `index.json`,
+the index's kind and sizes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPORTS_FILE = "reports.jsonl"
+REPORTS_FILE, META_FILE = "reports.jsonl", "index.json"
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,25 @@ class Neighbor:
     id: str  # the reference study's id
     report: str  # its report text
     distance: float  # the index kind's distance: smaller is closer
+
+
+def write_index_meta(folder: Path, meta: dict) -> None:
+    """index.json: {"kind", "dim", "count", ...} of the index saved in `folder`."""
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def read_index_meta(folder: Path, kind: str, files: Sequence[str]) -> dict:
+    """The index.json of a folder holding a `kind` index and its `files`; FileNotFoundError or
+    ValueError says what is wrong (a folder of another kind is named as such, whatever it lacks)."""
+    if not (folder / META_FILE).is_file():
+        raise FileNotFoundError(f"index folder {folder} lacks {META_FILE}")
+    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    if meta.get("kind") != kind:
+        raise ValueError(f"{folder / META_FILE} holds a {meta.get('kind')!r} index, not {kind!r}")
+    missing = [name for name in files if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"index folder {folder} lacks {', '.join(missing)}")
+    return meta
 
 
 def check_dim(dim: object) -> int:

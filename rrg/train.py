@@ -374,21 +374,25 @@ class Trainer:
         retriever = ReferenceRetriever(open_index(self.out / INDEX), enhancer)
         k = self.config.retrieval.k
 
-        def references(study_set: StudySet) -> tuple[torch.Tensor, torch.Tensor, list[list[str]]]:
-            """What the retriever finds for each study (never the study itself)."""
+        def seen(study_set: StudySet) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+            """Patch tokens, label logits and index-space vectors (image embeddings or LRE points) of a split."""
             pooled, tokens = _encode(encoder, study_set.images)
             with torch.no_grad():
-                entity_logits = heads(pooled)[1]
-            found = retriever.search(pooled, entity_logits, k, exclude_ids=study_set.ids)
-            return pooled, tokens, [[n.report for n in neighbors] for neighbors in found]
+                label_logits, entity_logits = heads(pooled)
+            return tokens, label_logits, retriever.embed(pooled, entity_logits)
+
+        def retrieved(study_set: StudySet, vectors: np.ndarray) -> list[list[str]]:
+            """The reports the retriever finds for each study (never the study itself)."""
+            found = retriever.index.search(vectors, k, exclude_ids=study_set.ids)
+            return [[n.report for n in neighbors] for neighbors in found]
 
         # Training prompts name each study's own findings (the adapter learns to write what the line
         # says); validation prompts name what the heads suggest, as at inference.
-        pooled, tokens, refs = references(data)
-        if enhancer is not None:  # REVTAF: the training references are the studies nearest in labels
-            with torch.no_grad():
-                points = retriever.embed(pooled, heads(pooled)[1])
-            nearest = label_neighbours(data.label_status, points, enhancer.curvature, k)
+        tokens, _, vectors = seen(data)
+        if enhancer is None:
+            refs = retrieved(data, vectors)
+        else:  # REVTAF: the training references are the studies nearest in labels
+            nearest = label_neighbours(data.label_status, vectors, enhancer.curvature, k)
             refs = [[data.reports[j] for j in row] for row in nearest]
         findings = [finding_names(row) for row in data.label_targets.numpy() > 0]
         train_reports, val_reports = self.targets(data), self.targets(self.val_set)
@@ -416,9 +420,10 @@ class Trainer:
             lambda batch: loss_of(batch, tokens, findings, refs, train_reports),
         )
         model.eval()
-        val_pooled, val_tokens, val_refs = references(self.val_set)
+        val_tokens, val_label_logits, val_vectors = seen(self.val_set)
+        val_refs = retrieved(self.val_set, val_vectors)
         with torch.no_grad():
-            val_suggested = suggest(torch.sigmoid(heads(val_pooled)[0]).numpy(), heads.thresholds.numpy())
+            val_suggested = suggest(torch.sigmoid(val_label_logits).numpy(), heads.thresholds.numpy())
             val_findings = [finding_names(row) for row in val_suggested]
             val_batches = np.array_split(np.arange(len(self.val_set)), max(1, len(self.val_set) // 32))
             val_loss = float(np.mean([
