@@ -8,7 +8,7 @@ Three ways to get predictions, one way to score them:
 - `--predictions P.jsonl`: score only.
 Scores: every clinical-efficacy variant with the rule labeler, BLEU-1..4 and, for predictions a
 bundle made, how close in labels the retrieved reference reports are (eval/retrieval_quality.py). The CheXbert labeler,
-METEOR, ROUGE-L, CIDEr and `--server` are not there yet; the command says so instead of skipping
+METEOR, CIDEr and `--server` are not there yet; the command says so instead of skipping
 them silently.
 """
 
@@ -22,15 +22,15 @@ from pathlib import Path
 
 from eval.clinical import clinical_efficacy, per_label_scores
 from eval.labeler import RULES_LABELER_NAME, label_report
-from eval.nlg import bleu_scores
+from eval.nlg import bleu_scores, rouge_l_score
 from eval.retrieval_quality import retrieval_lines, retrieval_quality
 from rrg.jsonl import JsonlError, read_jsonl, write_jsonl
 
 NOT_YET = (
-    "NLG metrics METEOR, ROUGE-L and CIDEr and the CheXbert labeler are not implemented yet; "
-    "this run scores clinical efficacy (rule labeler) and BLEU-1..4."
+    "NLG metrics METEOR and CIDEr and the CheXbert labeler are not implemented yet; "
+    "this run scores clinical efficacy (rule labeler), BLEU-1..4 and ROUGE-L."
 )
-BLEU_KEYS = tuple(f"nlg/bleu{n}" for n in range(1, 5))
+NLG_KEYS = (*(f"nlg/bleu{n}" for n in range(1, 5)), "nlg/rouge_l")
 
 
 def score_records(
@@ -51,6 +51,7 @@ def score_records(
     if notice:
         metrics["notice"] = notice
     metrics |= clinical_efficacy(predicted, reference) | bleu_scores(predictions, references)
+    metrics |= rouge_l_score(predictions, references)
     if data is not None:
         metrics |= retrieval_quality(records, data)
     metrics["not_computed"] = NOT_YET
@@ -130,8 +131,8 @@ def _table(metrics: dict) -> str:
                     metrics[f"ce/{mode}/{average}/{labels}/{m}"] for m in ("precision", "recall", "f1")
                 )
                 lines.append(f"{mode:8} {average:8} {labels:6} {p:6.3f} {r:6.3f} {f:6.3f}")
-    lines.append("NLG (coco-caption corpus BLEU, R2Gen text cleaning)")
-    lines += [f"{key.removeprefix('nlg/'):8} {metrics[key]:6.3f}" for key in BLEU_KEYS]
+    lines.append("NLG (coco-caption corpus BLEU and ROUGE-L, R2Gen text cleaning)")
+    lines += [f"{key.removeprefix('nlg/'):8} {metrics[key]:6.3f}" for key in NLG_KEYS]
     lines += retrieval_lines(metrics)
     return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""BLEU-1..4 for generated reports, computed the way R2Gen and its successors report it.
+"""BLEU-1..4 and ROUGE-L for generated reports, computed the way R2Gen and its successors report them.
 
 Two conventions decide whether our numbers compare with the papers' tables:
 
@@ -141,6 +141,16 @@ def _reference_tokens(references: str | Sequence[str], prepared: bool, dataset: 
     return [_tokens(reference, prepared, dataset) for reference in references]
 
 
+def _check_pairs(predictions: Sequence[str], references: Sequence[str | Sequence[str]]) -> None:
+    """One reference (or list of them) per prediction, at least one pair."""
+    if isinstance(predictions, str) or isinstance(references, str):
+        raise TypeError("predictions and references must be sequences of reports, not one string")
+    if len(predictions) != len(references):
+        raise ValueError(f"got {len(predictions)} predictions but {len(references)} references")
+    if len(predictions) == 0:
+        raise ValueError("no predictions to score")
+
+
 def bleu_scores(
     predictions: Sequence[str],
     references: Sequence[str | Sequence[str]],
@@ -157,12 +167,7 @@ def bleu_scores(
     """
     if isinstance(max_n, bool) or not isinstance(max_n, int) or max_n < 1:
         raise ValueError(f"max_n must be a positive integer, got {max_n!r}")
-    if isinstance(predictions, str) or isinstance(references, str):
-        raise TypeError("predictions and references must be sequences of reports, not one string")
-    if len(predictions) != len(references):
-        raise ValueError(f"got {len(predictions)} predictions but {len(references)} references")
-    if len(predictions) == 0:
-        raise ValueError("no predictions to score")
+    _check_pairs(predictions, references)
     totals = None
     for prediction, reference in zip(predictions, references):
         statistics = _statistics(
@@ -186,3 +191,46 @@ def sentence_bleu4(
     if min(statistics.matched) == 0:
         return 0.0
     return _bleu(statistics, 4)[3]
+
+
+# coco-caption's ROUGE-L (pycocoevalcap/rouge/rouge.py): the F-measure of the longest common
+# subsequence with recall weighted beta = 1.2, the best precision and the best recall over a
+# prediction's references taken apart, averaged over predictions.
+ROUGE_BETA = 1.2
+
+
+def _lcs_length(a: list[str], b: list[str]) -> int:
+    previous = [0] * (len(b) + 1)
+    for token in a:
+        current = [0]
+        for j, other in enumerate(b):
+            current.append(previous[j] + 1 if token == other else max(previous[j + 1], current[j]))
+        previous = current
+    return previous[-1]
+
+
+def _rouge_l(prediction: list[str], references: list[list[str]]) -> float:
+    if not prediction:
+        return 0.0
+    common = [_lcs_length(prediction, reference) for reference in references]
+    precision = max(c / len(prediction) for c in common)
+    recall = max(c / len(reference) if reference else 0.0 for c, reference in zip(common, references))
+    if precision == 0 or recall == 0:
+        return 0.0
+    return (1 + ROUGE_BETA**2) * precision * recall / (recall + ROUGE_BETA**2 * precision)
+
+
+def rouge_l_score(
+    predictions: Sequence[str],
+    references: Sequence[str | Sequence[str]],
+    prepared: bool = False,
+    *,
+    dataset: str = "iu_xray",
+) -> dict[str, float]:
+    """{"nlg/rouge_l": mean ROUGE-L}, coco-caption's formula on R2Gen-cleaned text (as for BLEU)."""
+    _check_pairs(predictions, references)
+    scores = [
+        _rouge_l(_tokens(prediction, prepared, dataset), _reference_tokens(reference, prepared, dataset))
+        for prediction, reference in zip(predictions, references)
+    ]
+    return {"nlg/rouge_l": sum(scores) / len(scores)}

@@ -69,6 +69,17 @@ def ball_points(points: np.ndarray, dim: int, curvature: float, what: str) -> np
     return np.ascontiguousarray(points)
 
 
+def reproducible_geoopt():
+    """A context for geoopt's maths that gives the same numbers on every call.
+
+    geoopt's manifold functions are TorchScript. TorchScript's optimising executor compiles them
+    again after a few calls, and the new graphs round differently (by ~1e-7 in float32): an LRE
+    trained second in a process then differed from the same one trained first, and so did the
+    references and the bundle. Unoptimised execution runs every call alike.
+    """
+    return torch.jit.optimized_execution(False)
+
+
 def lift_to_hyperboloid(points: np.ndarray, curvature: float) -> np.ndarray:
     """(N, dim) Poincare points -> (N, dim + 1) points (X0, X1, ...) of the unit hyperboloid."""
     z = math.sqrt(curvature) * points
@@ -96,7 +107,8 @@ class PoincareRows:
 
     def distances(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """geoopt's float64 distances d_c from one query (dim,) to the given rows."""
-        return self.ball.dist(torch.from_numpy(self._points[rows]), torch.from_numpy(query)).numpy()
+        with reproducible_geoopt():
+            return self.ball.dist(torch.from_numpy(self._points[rows]), torch.from_numpy(query)).numpy()
 
     def _new_rows(self, points: np.ndarray, ids: list[str], reports: list[str]) -> np.ndarray:
         """`points` (N, dim) as float64 rows inside the ball, once ids and reports pair up with them."""

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from retrieval.hyperbolic_index import lift_to_hyperboloid
+from retrieval.hyperbolic_index import lift_to_hyperboloid, reproducible_geoopt
 from retrieval.metrics import hamming_distances
 
 DEFAULT_CURVATURE = 0.01  # REVTAF's c
@@ -60,13 +60,15 @@ class RetrievalEnhancer(nn.Module):
     def forward(self, entity_logits: torch.Tensor) -> torch.Tensor:
         if entity_logits.dim() != 2 or entity_logits.shape[1] != self.in_features:
             raise ValueError(f"entity logits must have shape (B, {self.in_features}), got {tuple(entity_logits.shape)}")
-        x = self.ball.expmap0(entity_logits)
-        x = self.ball.expmap0(torch.relu(self.ball.logmap0(self.first(x))))
-        return self.ball.projx(self.second(x))  # kept strictly inside the ball
+        with reproducible_geoopt():
+            x = self.ball.expmap0(entity_logits)
+            x = self.ball.expmap0(torch.relu(self.ball.logmap0(self.first(x))))
+            return self.ball.projx(self.second(x))  # kept strictly inside the ball
 
     def pairwise_distances(self, points: torch.Tensor) -> torch.Tensor:
         """(B, B) geodesic distances d_c(h_i, h_j) (eq. 3, 5)."""
-        return self.ball.dist(points[:, None, :], points[None, :, :])
+        with reproducible_geoopt():
+            return self.ball.dist(points[:, None, :], points[None, :, :])
 
     def config(self) -> dict:
         return {"in_features": self.in_features, "hidden": self.hidden, "dim": self.dim, "curvature": self.curvature}

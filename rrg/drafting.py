@@ -1,26 +1,29 @@
 """From X-ray images to drafts.
 
 `Drafter` does everything before the language model, from a bundle: vision encoder, finding
-heads and the findings they suggest, retrieval of reference reports (cosine or hyperbolic), the visual projector, and
-prompt embeddings built with the LLM's own token embeddings. Any engine then generates from
-`DraftPlan.prompt_embeds`: vLLM in the server, or transformers here (`LocalDrafter`, for
-`rrg generate` and `rrg-eval`).
+heads and the findings they suggest, retrieval of reference reports (cosine or hyperbolic), the
+visual prompt (Sinkhorn fusion of the reference sentences and entity triplets, disease clues, the
+projector; as the config has them), and prompt embeddings built with the LLM's own token
+embeddings. Any engine then generates from `DraftPlan.prompt_embeds`: vLLM in the server, or
+transformers here (`LocalDrafter`, for `rrg generate` and `rrg-eval`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from prompts.clues import ClueOutput
 from prompts.vocabulary import CHEXBERT_LABELS
 from retrieval.cosine_index import Neighbor
 from rrg.bundle import Bundle
 from rrg.generator import SamplingSettings, generate_hf
 from rrg.imaging import fit_to_square
 from rrg.suggested_findings import finding_names, suggest
+from rrg.visual_prompt import PromptTexts
 
 MACHINE_DRAFT = "Machine draft, not for clinical use."
 
@@ -31,6 +34,16 @@ def disclaimer(bundle: Bundle) -> str:
 
 
 @dataclass
+class Clue:
+    """A disease clue the model selected for an image, and where on the image it looked."""
+
+    label: str  # the CheXbert label of its template
+    text: str  # "Clue: <severity> <disease> at <location>"
+    weight: float  # its share of softmax(v . c) over the 14 clues
+    attention: list[list[float]]  # (grid, grid) over the patch grid, summing to 1
+
+
+@dataclass
 class DraftPlan:
     """One image, ready for the language model."""
 
@@ -38,6 +51,7 @@ class DraftPlan:
     neighbors: list[Neighbor]
     findings: dict[str, float]  # probability per CheXbert label
     suggested: list[str]  # the findings named in the prompt (probability above the bundle's threshold)
+    clues: list[Clue] = field(default_factory=list)  # empty for a model without clues
 
 
 @dataclass
@@ -50,6 +64,7 @@ class Draft:
     neighbors: list[Neighbor]
     findings: dict[str, float]
     suggested: list[str]
+    clues: list[Clue] = field(default_factory=list)
 
 
 class Drafter:
@@ -58,7 +73,8 @@ class Drafter:
     def __init__(self, bundle: Bundle):
         self.bundle = bundle
         self.encoder = bundle.load_vision()
-        self.heads, self.projector = bundle.load_modules(self.encoder)
+        self.heads, self.visual_prompt = bundle.load_modules(self.encoder)
+        self.prompt_texts = bundle.load_prompt_texts()
         self.retriever = bundle.load_retriever()
         self.embedder = bundle.load_prompt_embedder()
         self.image_size = bundle.config.vision.image_size
@@ -74,15 +90,41 @@ class Drafter:
         label_logits, entity_logits = self.heads(seen.pooled)  # (B, 14), (B, 75)
         probabilities = torch.sigmoid(label_logits).numpy()
         suggested = suggest(probabilities, self.heads.thresholds.numpy())
-        visual = self.projector(seen.tokens)  # (B, V, H)
         neighbors = self.retriever.search(seen.pooled, entity_logits, self.k)
+        references = [[n.report for n in found] for found in neighbors]
+        visual = self.visual_prompt(seen.tokens, self._texts(references, entity_logits))  # tokens (B, V [+ 2L], H)
+        clues = self._clues(visual.clues) if visual.clues is not None else [[] for _ in neighbors]
         plans = []
         for row, found in enumerate(neighbors):
             names = finding_names(suggested[row])
-            embeds = self.embedder.prompt_embeds(visual[row], names, [n.report for n in found], instruction)
+            embeds = self.embedder.prompt_embeds(visual.tokens[row], names, references[row], instruction)
             findings = {name: round(float(p), 4) for name, p in zip(CHEXBERT_LABELS, probabilities[row])}
-            plans.append(DraftPlan(embeds, found, findings, names))
+            plans.append(DraftPlan(embeds, found, findings, names, clues[row]))
         return plans
+
+    def _texts(self, references: list[list[str]], entity_logits: torch.Tensor) -> PromptTexts | None:
+        """The encoded text prompts the visual prompt takes: LRP existence from the entity head."""
+        if self.prompt_texts is None:
+            return None
+        present = torch.sigmoid(entity_logits) >= self.bundle.config.fusion.entity_threshold  # (B, 75)
+        return self.prompt_texts.texts_for(self.visual_prompt, references, present)
+
+    def _clues(self, output: ClueOutput) -> list[list[Clue]]:
+        """The selected clues of each image, heaviest first, with their attention on the patch grid."""
+        grid = self.encoder.grid
+        texts = self.prompt_texts.clue_texts
+        return [
+            [
+                Clue(
+                    label=CHEXBERT_LABELS[int(index)],
+                    text=texts[int(index)],
+                    weight=round(float(weight), 4),
+                    attention=output.clue_attention[row, j].reshape(grid, grid).numpy().round(5).tolist(),
+                )
+                for j, (index, weight) in enumerate(zip(output.selected[row], output.selected_weights[row]))
+            ]
+            for row in range(output.selected.shape[0])
+        ]
 
 
 class LocalDrafter:
@@ -101,6 +143,6 @@ class LocalDrafter:
         settings = settings or SamplingSettings()
         generations = generate_hf(self.model, self.tokenizer, [p.prompt_embeds for p in plans], settings)
         return [
-            Draft(g.text, g.finish_reason, g.token_ids, p.neighbors, p.findings, p.suggested)
+            Draft(g.text, g.finish_reason, g.token_ids, p.neighbors, p.findings, p.suggested, p.clues)
             for g, p in zip(generations, plans)
         ]

@@ -4,7 +4,8 @@ The studies come as JSON Lines of {"id", "report", "image"} (a data set's manife
 `--split` keeps one of its splits), with each image path relative to the file's folder. Both
 retrieval kinds compare images, so each reference report comes with its image: the bundle's own
 encoder embeds it (and, for hyperbolic retrieval, its finding heads and LRE place it on the ball).
-`add=True` appends the studies to the bundle's index instead of replacing it (new ids only).
+`add=True` appends the studies to the bundle's index instead of replacing it (new ids only). A
+bundle that fuses text prompts also gets the new reports' sentences encoded into its prompts/.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tqdm import tqdm
 from rrg.bundle import INDEX, Bundle, replace_part
 from rrg.imaging import fit_to_square, load_image
 from rrg.jsonl import read_jsonl
+from rrg.prompt_texts import PROMPTS
 from rrg.references import ReferenceRetriever
 
 
@@ -70,6 +72,10 @@ def build_bundle_index(
     else:
         retriever = ReferenceRetriever.build(pooled, entity_logits, ids, texts, retriever.enhancer)
     replace_part(bundle.path / INDEX, retriever.index.save)
+    prompt_texts = bundle.load_prompt_texts()
+    if prompt_texts is not None:  # encode the new references' sentences once, here, not per request
+        prompt_texts.add_reports(texts)
+        replace_part(bundle.path / PROMPTS, prompt_texts.save)
     log(f"{bundle.path / INDEX}: {retriever.kind} index of {len(retriever.index)} reference studies "
         f"({'added' if add else 'indexed'} {len(records)} from {reports})")
     return len(retriever.index)

@@ -37,18 +37,15 @@ from tqdm import tqdm
 
 from prompts.instructions import report_cue
 from prompts.vocabulary import CHEXBERT_LABELS
-from retrieval.index_files import open_index
-from retrieval.lre import label_neighbours, ranking_loss
+from retrieval.lre import ranking_loss
 from retrieval.medfuse_clip import MedFuseLoss
 from retrieval.metrics import mean_top1_hamming
 from rrg.bundle import (
     CONFIG,
     INDEX,
     LLM,
-    LORA,
     new_enhancer,
     replace_part,
-    save_modules,
     save_vision,
     write_config,
 )
@@ -56,14 +53,14 @@ from rrg.checkpoints import Checkpoints, batch_at, config_fingerprint, steps_per
 from rrg.config import ModelConfig
 from rrg.contrastive import alignment_report, contrastive_loss, report_tokens
 from rrg.demo import LabelFunction
-from rrg.generator import PromptEmbedder, build_demo_llm, load_llm, pad_batch, with_new_lora
-from rrg.losses import FindingLoss
-from rrg.projector import VisualProjector
+from rrg.generator import build_demo_llm, load_llm
+from rrg.losses import FindingLoss, loss_tail
 from rrg.references import ReferenceRetriever
 from rrg.suggested_findings import NEVER, example_f1, finding_names, suggest, tune_thresholds, with_no_finding
 from rrg.tokenizer import train_report_tokenizer
+from rrg.train_drafting import train_drafting
 from rrg.training_data import StudySet, findings_first, load_split
-from rrg.vision import FindingHeads, VisionEncoder, open_clip_config
+from rrg.vision import FindingHeads, VisionEncoder, encode_images, open_clip_config
 
 STAGES = ("tokenizer", "contrastive", "vision", "index", "language", "drafting")
 # Each stage's random seed is training.seed plus its own fixed offset, so that a new stage leaves the
@@ -140,7 +137,7 @@ class Trainer:
         np.random.seed(seed)
         torch.manual_seed(seed)
 
-    def _steps(
+    def steps(
         self,
         stage: str,
         count: int,
@@ -183,7 +180,7 @@ class Trainer:
         tokenizer.save_pretrained(str(self.out / LLM))
         return {"vocab_size": len(tokenizer)}
 
-    def _load_tokenizer(self):
+    def load_tokenizer(self):
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(str(self.out / LLM))
@@ -208,7 +205,7 @@ class Trainer:
             terms.append((float(out.info_nce.detach()), float(out.margin.detach())))
             return out.total
 
-        losses = self._steps(
+        losses = self.steps(
             "contrastive", len(data), self.training.vision_batch, self.training.clip_epochs, modules, optimizer,
             train_step,
         )
@@ -217,8 +214,8 @@ class Trainer:
         val = alignment_report(encoder, self.val_set.images, report_tokens(self.val_set.reports, encoder),
                                self.training.clip_pca_dim)
         return {
-            "final_loss": _tail(losses), "temperature": round(loss.temperature, 4),
-            "final_info_nce": _tail([t[0] for t in terms]), "final_margin": _tail([t[1] for t in terms]),
+            "final_loss": loss_tail(losses), "temperature": round(loss.temperature, 4),
+            "final_info_nce": loss_tail([t[0] for t in terms]), "final_margin": loss_tail([t[1] for t in terms]),
             "val_retrieval": val,
         }
 
@@ -241,7 +238,7 @@ class Trainer:
             label_logits, entity_logits = heads(seen.pooled)
             return criterion(label_logits, entity_logits, data.label_targets[batch], data.entity_targets[batch])
 
-        losses = self._steps(
+        losses = self.steps(
             "vision", len(data), self.training.vision_batch, self.training.vision_epochs, modules, optimizer, train_step
         )
         encoder.eval()
@@ -255,13 +252,13 @@ class Trainer:
         suggested = with_no_finding(suggest(val_probabilities, thresholds))
         return {
             "train_studies": len(data),
-            "final_loss": _tail(losses),
+            "final_loss": loss_tail(losses),
             "val_mean_auc_14": _mean_auc(val_probabilities, val_positives),
             "suggestion_thresholds": {n: round(float(t), 2) for n, t in zip(CHEXBERT_LABELS, thresholds) if t < NEVER},
             "val_example_f1_of_suggestions": round(example_f1(suggested, val_positives), 4),
         }
 
-    def _trained_vision(self) -> tuple[VisionEncoder, FindingHeads]:
+    def trained_vision(self) -> tuple[VisionEncoder, FindingHeads]:
         from rrg.bundle import Bundle
 
         encoder = Bundle.load_vision(Bundle(self.out, self.config, {}))
@@ -272,9 +269,9 @@ class Trainer:
     # --- 4. index -------------------------------------------------------------------------------
 
     def _index(self) -> dict:
-        encoder, heads = self._trained_vision()
+        encoder, heads = self.trained_vision()
         data = self.train_set
-        pooled, _ = _encode(encoder, data.images)
+        pooled, _ = encode_images(encoder, data.images)
         with torch.no_grad():
             entity_logits = heads(pooled)[1]
         summary, enhancer = {}, None
@@ -284,7 +281,7 @@ class Trainer:
         retriever = ReferenceRetriever.build(pooled, entity_logits, data.ids, data.reports, enhancer)
         replace_part(self.out / INDEX, retriever.index.save)
         # How close in labels the top reference of each validation study is (REVTAF eq. 6).
-        val_pooled, _ = _encode(encoder, self.val_set.images)
+        val_pooled, _ = encode_images(encoder, self.val_set.images)
         with torch.no_grad():
             val_entity_logits = heads(val_pooled)[1]
         top = [found[0].id for found in retriever.search(val_pooled, val_entity_logits, 1)]
@@ -304,13 +301,13 @@ class Trainer:
         def train_step(batch: np.ndarray) -> torch.Tensor:
             return ranking_loss(enhancer.pairwise_distances(enhancer(entity_logits[batch])), status[batch])
 
-        losses = self._steps(
+        losses = self.steps(
             "retriever", len(status), self.training.retriever_batch, self.training.retriever_epochs,
             {"enhancer": enhancer}, optimizer, train_step,
         )
-        return enhancer.eval(), _tail(losses)
+        return enhancer.eval(), loss_tail(losses)
 
-    def _trained_enhancer(self):
+    def trained_enhancer(self):
         if self.config.retrieval.kind != "hyperbolic":
             return None
         enhancer = new_enhancer(self.config.retrieval)
@@ -321,7 +318,7 @@ class Trainer:
 
     def _language(self) -> dict:
         generator = self.config.generator
-        tokenizer = self._load_tokenizer()
+        tokenizer = self.load_tokenizer()
         if generator.base != "demo":
             model = load_llm(generator.base, generator.dtype)
             model.save_pretrained(str(self.out / LLM))
@@ -353,105 +350,21 @@ class Trainer:
                 labels[row, len(cue) : len(cue) + len(target)] = torch.tensor(target)  # the cue is not scored
             return model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
 
-        losses = self._steps(
+        losses = self.steps(
             "language", len(targets), self.training.lm_batch, self.training.lm_epochs, {"model": model}, optimizer, train_step
         )
         model.eval()
         replace_part(self.out / LLM, lambda folder: _save_llm(model, tokenizer, folder))
         parameters = sum(p.numel() for p in model.parameters())
-        return {"base": "demo", "parameters": parameters, "final_loss": _tail(losses)}
+        return {"base": "demo", "parameters": parameters, "final_loss": loss_tail(losses)}
 
-    # --- 6. drafting ----------------------------------------------------------------------------
+    # --- 6. drafting (rrg/train_drafting.py) --------------------------------------------------
 
     def _drafting(self) -> dict:
-        generator, data = self.config.generator, self.train_set
-        encoder, heads = self._trained_vision()
-        tokenizer = self._load_tokenizer()
-        model = with_new_lora(load_llm(self.out / LLM, generator.dtype), generator)
-        projector = VisualProjector(encoder.token_width, model.config.hidden_size, self.config.vision.visual_tokens)
-        embedder = PromptEmbedder(tokenizer, model.get_input_embeddings(), self.config.prompt)
-        enhancer = self._trained_enhancer()
-        retriever = ReferenceRetriever(open_index(self.out / INDEX), enhancer)
-        k = self.config.retrieval.k
-
-        def seen(study_set: StudySet) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-            """Patch tokens, label logits and index-space vectors (image embeddings or LRE points) of a split."""
-            pooled, tokens = _encode(encoder, study_set.images)
-            with torch.no_grad():
-                label_logits, entity_logits = heads(pooled)
-            return tokens, label_logits, retriever.embed(pooled, entity_logits)
-
-        def retrieved(study_set: StudySet, vectors: np.ndarray) -> list[list[str]]:
-            """The reports the retriever finds for each study (never the study itself)."""
-            found = retriever.index.search(vectors, k, exclude_ids=study_set.ids)
-            return [[n.report for n in neighbors] for neighbors in found]
-
-        # Training prompts name each study's own findings (the adapter learns to write what the line
-        # says); validation prompts name what the heads suggest, as at inference.
-        tokens, _, vectors = seen(data)
-        if enhancer is None:
-            refs = retrieved(data, vectors)
-        else:  # REVTAF: the training references are the studies nearest in labels
-            nearest = label_neighbours(data.label_status, vectors, enhancer.curvature, k)
-            refs = [[data.reports[j] for j in row] for row in nearest]
-        findings = [finding_names(row) for row in data.label_targets.numpy() > 0]
-        train_reports, val_reports = self.targets(data), self.targets(self.val_set)
-        modules = {"projector": projector, "lora": _AdapterState(model)}
-        trainable = [p for p in projector.parameters()] + [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=self.training.draft_lr, weight_decay=0.0)
-        model.train()
-
-        def loss_of(batch, study_tokens, study_findings, study_refs, reports) -> torch.Tensor:
-            visual = projector(study_tokens[batch])  # (B, V, H)
-            examples = [
-                embedder.training_example(visual[j], study_findings[i], study_refs[i], reports[i])
-                for j, i in enumerate(batch)
-            ]
-            embeds, mask, labels = pad_batch([e for e, _ in examples], [l for _, l in examples])
-            return model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
-
-        losses = self._steps(
-            "drafting",
-            len(data),
-            self.training.draft_batch,
-            self.training.draft_epochs,
-            modules,
-            optimizer,
-            lambda batch: loss_of(batch, tokens, findings, refs, train_reports),
-        )
-        model.eval()
-        val_tokens, val_label_logits, val_vectors = seen(self.val_set)
-        val_refs = retrieved(self.val_set, val_vectors)
-        with torch.no_grad():
-            val_suggested = suggest(torch.sigmoid(val_label_logits).numpy(), heads.thresholds.numpy())
-            val_findings = [finding_names(row) for row in val_suggested]
-            val_batches = np.array_split(np.arange(len(self.val_set)), max(1, len(self.val_set) // 32))
-            val_loss = float(np.mean([
-                loss_of(b, val_tokens, val_findings, val_refs, val_reports) for b in val_batches
-            ]))
-        replace_part(self.out / LORA, lambda folder: model.save_pretrained(str(folder)))
-        save_modules(self.out, heads, projector, enhancer)
-        return {"final_loss": _tail(losses), "val_loss": round(val_loss, 4)}
+        return train_drafting(self)
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-class _AdapterState:
-    """The LoRA adapter's weights alone, for checkpoints (not the frozen base model's)."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def state_dict(self) -> dict:
-        from peft import get_peft_model_state_dict
-
-        return get_peft_model_state_dict(self.model)
-
-    def load_state_dict(self, state: dict) -> None:
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(self.model, state)
 
 
 def _jitter(images: torch.Tensor) -> torch.Tensor:
@@ -464,15 +377,9 @@ def _jitter(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _encode(encoder: VisionEncoder, images: torch.Tensor, batch: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-    outputs = [encoder(images[i : i + batch]) for i in range(0, len(images), batch)]
-    return torch.cat([o.pooled for o in outputs]), torch.cat([o.tokens for o in outputs])
-
-
-@torch.no_grad()
 def _probabilities(encoder: VisionEncoder, heads: FindingHeads, study_set: StudySet) -> np.ndarray:
     """(N, 14) the heads' label probabilities for a split."""
-    pooled, _ = _encode(encoder, study_set.images)
+    pooled, _ = encode_images(encoder, study_set.images)
     return torch.sigmoid(heads(pooled)[0]).numpy()
 
 
@@ -482,10 +389,6 @@ def _mean_auc(scores: np.ndarray, targets: np.ndarray) -> float | None:
 
     aucs = [roc_auc_score(targets[:, j], scores[:, j]) for j in range(targets.shape[1]) if 0 < targets[:, j].sum() < len(targets)]
     return round(float(np.mean(aucs)), 4) if aucs else None
-
-
-def _tail(losses: list[float]) -> float | None:
-    return round(float(np.mean(losses[-20:])), 4) if losses else None
 
 
 def _save_llm(model: nn.Module, tokenizer, folder: Path) -> None:

@@ -83,6 +83,13 @@ class VisionEncoder(nn.Module):
         return VisionOutput(pooled=pooled, tokens=tokens)
 
 
+@torch.no_grad()
+def encode_images(encoder: VisionEncoder, images: torch.Tensor, batch: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled embeddings (N, E) and patch tokens (N, P, W) of many images, a batch at a time."""
+    outputs = [encoder(images[i : i + batch]) for i in range(0, len(images), batch)]
+    return torch.cat([o.pooled for o in outputs]), torch.cat([o.tokens for o in outputs])
+
+
 class FindingHeads(nn.Module):
     """Multi-label heads on the image embedding: the 14 CheXbert labels and the 75 MedKLIP entities."""
 

@@ -26,6 +26,7 @@ from rrg.imaging import DecodedImage, ImageError, ImageLimits, ImageTooLargeErro
 from serving.engine import Engine
 from serving.protocol import (
     APIError,
+    ClueOut,
     CompletionChoice,
     CompletionRequest,
     CompletionResponse,
@@ -83,6 +84,7 @@ class CompletionService:
         self.limits = limits or ImageLimits()
         self.drafter = Drafter(bundle)
         self.notice = disclaimer(bundle)
+        self.has_clues = bundle.config.clues.enabled
         self.model_names = (engine.info.lora_name, engine.info.base_model)
         self._front = threading.Lock()  # the front's torch modules serve one batch at a time
 
@@ -174,5 +176,6 @@ class CompletionService:
             neighbors=[NeighborOut(id=n.id, report=n.report, distance=round(n.distance, 6)) for n in plan.neighbors],
             findings=plan.findings,
             suggested_findings=plan.suggested,
+            clues=[ClueOut(label=c.label, text=c.text, weight=c.weight, attention=c.attention) for c in plan.clues],
             disclaimer=self.notice,
         )

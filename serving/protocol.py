@@ -48,13 +48,22 @@ class NeighborOut(BaseModel):
     distance: float
 
 
+class ClueOut(BaseModel):
+    """A disease clue the model selected (TRRG), and where on the image it looked."""
+
+    label: str  # the CheXbert label of its template
+    text: str  # "Clue: <severity> <disease> at <location>"
+    weight: float  # its share of the clue weights softmax(v . c) over the 14 clues
+    attention: list[list[float]]  # over the model's patch grid (rows top to bottom), summing to 1
+
+
 class RrgInfo(BaseModel):
     """What the draft leaned on, and what every reader of it must be told."""
 
     neighbors: list[NeighborOut]
     findings: dict[str, float]  # probability per CheXbert label
     suggested_findings: list[str]  # the findings named in the prompt (above the bundle's thresholds)
-    clues: list[dict] = Field(default_factory=list)  # disease clues arrive with the fusion issue
+    clues: list[ClueOut] = Field(default_factory=list)  # empty for a bundle without disease clues
     disclaimer: str
 
 

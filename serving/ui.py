@@ -13,6 +13,7 @@ import numpy as np
 
 from rrg.generator import SamplingSettings
 from serving.completions import CompletionService
+from serving.heatmap import clue_overlay
 from serving.protocol import APIError
 
 DRAFT_TOKENS = 128
@@ -50,7 +51,12 @@ def build_ui(service: CompletionService) -> gr.Blocks:
             raise gr.Error(error.message.removeprefix("image: "), print_exception=False) from None
         neighbors = [[n.id, round(n.distance, 4), n.report] for n in result.plan.neighbors]
         suggested = ", ".join(result.plan.suggested) or "none"
-        return _preview(result.image.pixels), result.generations[0].text, result.plan.findings, neighbors, suggested
+        clues = [
+            (clue_overlay(result.image.pixels, c.attention), f"{c.text} (weight {c.weight:.2f})")
+            for c in result.plan.clues
+        ]
+        return (_preview(result.image.pixels), result.generations[0].text, result.plan.findings, neighbors,
+                suggested, clues)
 
     # Gradio caches uploads and image outputs on disk: purge them every 5 minutes, once 10 minutes old.
     with gr.Blocks(title="rrg: machine drafts of chest X-ray reports", delete_cache=(300, 600)) as page:
@@ -71,7 +77,11 @@ def build_ui(service: CompletionService) -> gr.Blocks:
                     headers=["prior study", "distance", "report"], label="Retrieved prior reports",
                     interactive=False, wrap=True,
                 )
+                clues = gr.Gallery(
+                    label="Disease clues the model selected, and where on the image each one looked",
+                    columns=3, height="auto", visible=service.has_clues,
+                )
         gr.Markdown(f"<small>{service.notice}</small>")
-        button.click(draft, inputs=[upload], outputs=[preview, text, findings, neighbors, suggested],
+        button.click(draft, inputs=[upload], outputs=[preview, text, findings, neighbors, suggested, clues],
                      api_name="draft")
     return page

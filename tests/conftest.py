@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from eval.labeler import RULES_LABELER_NAME, label_report
-from rrg.config import load_model_config
+from rrg.config import load_model_config, with_ablation
 from rrg.datasets import packaged_iu_annotation, read_r2gen_annotation
 from rrg.demo import DemoConfig, build_demo
 from rrg.train import train_bundle
@@ -68,6 +68,46 @@ def micro_hyperbolic_bundle(micro_data, tmp_path_factory) -> Path:
     )
     train_bundle(micro_data, out, config, label_report, progress=False, log=lambda _: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def micro_fused_bundle(micro_data, tmp_path_factory) -> Path:
+    """The micro bundle with the whole method (`--ablation full`): LRE retrieval, Sinkhorn fusion of
+    the reference sentences and entity triplets (MiniLM encodings), and disease clues."""
+    out = tmp_path_factory.mktemp("micro-fused") / "bundle"
+    config = with_ablation(load_model_config("test-micro"), "full").replace(
+        retrieval={"hidden": 32, "dim": 16},
+        fusion={"dim": 16},
+        clues={"dim": 16, "heads": 2, "queries": 2},
+        training={"retriever_epochs": 2, "retriever_batch": 8, "lm_epochs": 1},
+    )
+    train_bundle(micro_data, out, config, label_report, progress=False, log=lambda _: None)
+    return out
+
+
+TINY_BERT_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+                   "the", "left", "right", "small", "pleural", "effusion", "heart", "is", "no"]
+
+
+def write_tiny_bert(folder: Path, hidden: int = 32) -> Path:
+    """A random 2-layer BERT in Hugging Face format (config.json, model.safetensors, vocab.txt): a
+    text encoder in the layout of Bio_ClinicalBERT or CXR-BERT, small enough for any test."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(TINY_BERT_VOCAB) + "\n")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(TINY_BERT_VOCAB), hidden_size=hidden, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=64)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert():
+    """`write_tiny_bert` for tests: (folder, hidden) -> the folder."""
+    return write_tiny_bert
 
 
 def dicom_of(

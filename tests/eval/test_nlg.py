@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from eval.nlg import bleu_scores, prepare_report, sentence_bleu4
+from eval.nlg import bleu_scores, prepare_report, rouge_l_score, sentence_bleu4
 
 KEYS = ["nlg/bleu1", "nlg/bleu2", "nlg/bleu3", "nlg/bleu4"]
 
@@ -193,3 +193,19 @@ def test_matches_pycocoevalcap_on_random_pairs():
     for i, (prediction, reference) in enumerate(zip(predictions, references)):
         single = sentence_bleu4(prediction, reference, prepared=True)
         assert single == 0.0 or single == pytest.approx(per_pair[3][i], rel=1e-12)
+
+
+def test_rouge_l_matches_a_hand_computed_case():
+    # LCS("a b c d", "a c d e f") = "a c d": P = 3/4, R = 3/5, F = 2.44 P R / (R + 1.44 P)
+    expected = 2.44 * 0.75 * 0.6 / (0.6 + 1.44 * 0.75)
+    score = rouge_l_score(["a b c d"], ["a c d e f"], prepared=True)["nlg/rouge_l"]
+    assert score == pytest.approx(expected, abs=1e-12)
+
+
+def test_rouge_l_takes_the_best_precision_and_recall_over_references_and_averages_reports():
+    # vs "a b": P = 2/4, R = 1; vs "a b c d e f g h": P = 1, R = 4/8 -> P = 1, R = 1 taken apart
+    two_references = rouge_l_score(["a b c d"], [["a b", "a b c d e f g h"]], prepared=True)["nlg/rouge_l"]
+    assert two_references == pytest.approx(1.0)
+    mean = rouge_l_score(["a b", "x y"], ["a b", "a b"], prepared=True)["nlg/rouge_l"]
+    assert mean == pytest.approx(0.5)  # 1.0 and 0.0 (no common word)
+    assert rouge_l_score([""], ["a b"], prepared=True)["nlg/rouge_l"] == 0.0

@@ -89,8 +89,9 @@ def test_gradio_page_drafts_an_uploaded_phantom_and_keeps_no_copy(server, micro_
     assert "not for clinical use" in page and "phantom" in page
     upload = _images(micro_data, 1)[0]
     client = Client(url, verbose=False)
-    _preview, draft, findings, neighbors, suggested = client.predict(handle_file(str(upload)), api_name="/draft")
+    _preview, draft, findings, neighbors, suggested, clues = client.predict(handle_file(str(upload)), api_name="/draft")
     assert isinstance(draft, str)
+    assert clues == []  # the micro bundle has no disease clues (tests/rrg/test_fused_bundle.py has them)
     assert suggested == "none" or all(name.strip() in _LABEL_NAMES for name in suggested.split(","))
     assert len(findings["confidences"]) >= 1
     assert neighbors["data"] and len(neighbors["data"][0]) == 3
