@@ -50,8 +50,7 @@ class PromptTextEncodings:
         self.config = config
         self.cache = cache
         self.positions = positions
-        templates = templates_from_config(config.clues.templates) if config.clues.templates else None
-        self.clue_texts = clue_texts(templates)
+        self.clue_texts = _clue_texts(config)
         # One (75, 2, d) table of the LRP vectors: [entity, present?]
         absent = self.cache.lookup(lrp_texts([ABSENT] * len(positions), positions))  # (75, d)
         present = self.cache.lookup(lrp_texts([PRESENT] * len(positions), positions))  # (75, d)
@@ -64,10 +63,7 @@ class PromptTextEncodings:
         """Encode the LRPs, clue templates and every reference report's sentences."""
         encoder = SentenceEncoder.load(config.prompt.text_encoder)
         positions = position_prior(training_reports)
-        texts = lrp_vocabulary(positions)
-        templates = templates_from_config(config.clues.templates) if config.clues.templates else None
-        texts += clue_texts(templates)
-        texts += [s for report in reference_reports for s in grp_sentences([report], 1_000)]
+        texts = lrp_vocabulary(positions) + _clue_texts(config) + _sentences(reference_reports)
         return cls(config, PromptTextCache.build(encoder, texts), positions)
 
     @property
@@ -86,7 +82,7 @@ class PromptTextEncodings:
 
     def add_reports(self, reports: Sequence[str]) -> None:
         """Encode the sentences of new reference reports (after `rrg index build`)."""
-        self._encode_misses([s for report in reports for s in grp_sentences([report], 1_000)])
+        self._encode_misses(_sentences(reports))
 
     def _encode_misses(self, texts: Sequence[str]) -> None:
         if all(t in self.cache for t in texts):
@@ -126,3 +122,13 @@ class PromptTextEncodings:
         grp, grp_mask = self.grp(references) if visual_prompt.needs_grp else (None, None)
         lrp = self.lrp(present) if visual_prompt.needs_lrp else None
         return PromptTexts(grp, grp_mask, lrp, self.clues() if visual_prompt.needs_clues else None)
+
+
+def _clue_texts(config: ModelConfig) -> list[str]:
+    """The clue templates' texts: the config's, or the shipped ones."""
+    return clue_texts(templates_from_config(config.clues.templates) if config.clues.templates else None)
+
+
+def _sentences(reports: Sequence[str]) -> list[str]:
+    """Every sentence of every report, as the GRPs take them."""
+    return [s for report in reports for s in grp_sentences([report], 1_000)]
