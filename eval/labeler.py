@@ -92,3 +92,13 @@ def _is_no_finding(clauses: list[Clause], labels: dict[str, str]) -> bool:
             if clause.assertion(*match.span()) is not Assertion.ABSENT:
                 return False
     return True
+
+
+class RulesLabeler:
+    """The rule labeler behind the labeler interface `rrg-eval` scores with (eval/chexbert.py is
+    the other): a name, and reports in, label statuses out."""
+
+    name = RULES_LABELER_NAME
+
+    def label_reports(self, reports: Iterable[str]) -> list[dict[str, str]]:
+        return [label_report(report) for report in reports]

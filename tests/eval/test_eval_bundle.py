@@ -160,7 +160,7 @@ def test_score_only_mode_adds_bleu_and_names_its_source(tmp_path, capsys):
     [
         (["--baseline", "nearest", "--predictions", "p.jsonl"], "takes no --bundle or --baseline"),
         (["--server", "http://localhost:8000"], "serving-hardening issue"),
-        (["--labeler", "chexbert"], "CheXbert labeler is not available yet"),
+        (["--labeler", "chexbert"], "needs --chexbert-weights"),
         (["--limit", "0"], "must be a positive integer"),
     ],
 )
