@@ -11,8 +11,9 @@
               (hyperbolic); either way, how close in labels the references of validation studies are
 5. language   the demo Mistral trained on report text alone, each report after its findings line
               (skipped for a pretrained base)
-6. drafting   the visual projector and a LoRA adapter trained to draft a report from the image, its
-              suggested findings and its references (prompt layout of DESIGN.md section 6); with
+6. drafting   the visual prompt (projector; Sinkhorn fusion and disease clues as the config has them)
+              and a LoRA adapter trained to draft a report from the image, its suggested findings and
+              its references (prompt layout of DESIGN.md section 6; rrg/train_drafting.py); with
               hyperbolic retrieval the training references are the studies nearest in labels, as REVTAF
               does, and the validation ones those the LRE retrieves, as at inference
 
