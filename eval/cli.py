@@ -5,7 +5,8 @@ Three ways to get predictions, one way to score them:
   data when not named);
 - `--baseline majority|nearest`: the train split's most frequent report, or the top retrieved
   neighbour's report, to read a model's numbers against;
-- `--predictions P.jsonl`: score only.
+- `--predictions P.jsonl`: score only;
+- `--compare DIR...`: finished runs side by side (eval/compare.py).
 Scores: every clinical-efficacy variant with the rule labeler (or CheXbert, `--labeler chexbert
 --chexbert-weights chexbert.pth`), BLEU-1..4, ROUGE-L and, for predictions a bundle made, how
 close in labels the retrieved reference reports are (eval/retrieval_quality.py). METEOR, CIDEr
@@ -21,6 +22,7 @@ import sys
 from pathlib import Path
 
 from eval.clinical import clinical_efficacy, per_label_scores
+from eval.compare import compare_table
 from eval.labeler import RULES_LABELER_NAME, RulesLabeler, label_report
 from eval.nlg import bleu_scores, rouge_l_score
 from eval.retrieval_quality import retrieval_lines, retrieval_quality
@@ -167,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=_positive_int, help="only the first N studies of the split")
     parser.add_argument("--batch-size", type=_positive_int, default=8)
     parser.add_argument("--max-tokens", type=_positive_int, default=128)
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--out", type=Path, help="output folder (required unless --compare)")
+    parser.add_argument("--compare", type=Path, nargs="+", metavar="DIR",
+                        help="print finished runs (their --out folders) side by side, and score nothing")
     parser.add_argument("--labeler", choices=["rules", "chexbert"], default="rules",
                         help="who labels the reports for clinical efficacy (default: rules)")
     parser.add_argument("--chexbert-weights", type=Path,
@@ -177,6 +181,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", help="generate through a running rrg server (not available yet)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.compare:
+        try:
+            print(compare_table(args.compare))
+        except ValueError as error:
+            print(f"rrg-eval: error: {error}", file=sys.stderr)
+            return 2
+        return 0
+    if args.out is None:
+        parser.error("--out is required (the folder for metrics.json, per_label.csv, predictions.jsonl)")
     if args.server:
         parser.error(
             "--server: generating through a running rrg server is not available yet (serving-hardening issue)"
