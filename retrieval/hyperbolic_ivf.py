@@ -62,6 +62,7 @@ from retrieval.reference_reports import (
     Neighbor,
     ReferenceReports,
     check_dim,
+    positive_int,
     read_index_meta,
     write_index_meta,
 )
@@ -77,12 +78,6 @@ CANDIDATES_PER_NEIGHBOR = 4  # float32 candidates fetched per wanted neighbour, 
 def default_lists(count: int) -> int:
     """About sqrt(N) lists (FAISS's rule of thumb), but no more than N / 39 so that each can be trained."""
     return max(1, min(round(math.sqrt(count)), count // MIN_POINTS_PER_LIST))
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _directions(points: np.ndarray) -> np.ndarray:
@@ -126,7 +121,7 @@ class HyperbolicIVFIndex(PoincareRows):
         dim = check_dim(points.shape[1])
         ids, reports = list(ids), list(reports)
         ReferenceReports().check_new(ids, reports, len(points))
-        lists = default_lists(len(points)) if lists is None else _positive_int(lists, "lists")
+        lists = default_lists(len(points)) if lists is None else positive_int(lists, "lists")
         if len(points) < MIN_POINTS_PER_LIST * lists:
             raise ValueError(
                 f"training {lists} lists needs at least {MIN_POINTS_PER_LIST * lists} points "
@@ -152,7 +147,7 @@ class HyperbolicIVFIndex(PoincareRows):
 
     @probes.setter
     def probes(self, probes: int) -> None:
-        probes = _positive_int(probes, "probes")
+        probes = positive_int(probes, "probes")
         if probes > self.lists:
             raise ValueError(f"probes must be at most lists = {self.lists}, got {probes}")
         self._ivf.nprobe = probes

@@ -44,10 +44,15 @@ def read_index_meta(folder: Path, kind: str, files: Sequence[str]) -> dict:
     return meta
 
 
+def positive_int(value: object, name: str) -> int:
+    """An int > 0 (numpy ints too, bools not); ValueError naming `name` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def check_dim(dim: object) -> int:
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
-    return int(dim)
+    return positive_int(dim, "dim")
 
 
 def finite_rows(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
@@ -65,9 +70,7 @@ def finite_rows(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
 
 
 def check_k(k: object) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    return int(k)
+    return positive_int(k, "k")
 
 
 def check_exclusions(exclude_ids: Sequence[str | None] | None, queries: int) -> list[str | None]:
