@@ -137,11 +137,17 @@ class Bundle:
         encoder.load_state_dict(load_file(self.path / VISION / "model.safetensors"))
         return encoder.eval()
 
+    def load_heads(self, encoder: VisionEncoder, tensors: dict | None = None) -> FindingHeads:
+        """The finding heads alone; tensors: modules.safetensors when already read."""
+        tensors = load_file(self.path / MODULES) if tensors is None else tensors
+        heads = FindingHeads(encoder.embed_dim)
+        heads.load_state_dict({k[len("heads.") :]: v for k, v in tensors.items() if k.startswith("heads.")})
+        return heads.eval()
+
     def load_modules(self, encoder: VisionEncoder) -> tuple[FindingHeads, VisualPrompt]:
         """The finding heads and the visual prompt modules."""
         tensors = load_file(self.path / MODULES)
-        heads = FindingHeads(encoder.embed_dim)
-        heads.load_state_dict({k[len("heads.") :]: v for k, v in tensors.items() if k.startswith("heads.")})
+        heads = self.load_heads(encoder, tensors)
         hidden = tensors["projector.mlp.2.weight"].shape[0]
         # the prompt encodings' width, read off the layers that take them
         text_dim = next((v.shape[1] for k, v in tensors.items() if k.endswith(_TEXT_INPUTS)), None)
@@ -149,7 +155,7 @@ class Bundle:
         visual_prompt.load_state_dict(
             {k: v for k, v in tensors.items() if not k.startswith(("heads.", "retriever."))}
         )
-        return heads.eval(), visual_prompt.eval()
+        return heads, visual_prompt.eval()
 
     def load_prompt_texts(self) -> PromptTextEncodings | None:
         """The encoded text prompts, for a model that fuses them (else None)."""

@@ -22,6 +22,7 @@ from retrieval.cosine_index import Neighbor
 from rrg.bundle import Bundle
 from rrg.generator import SamplingSettings, generate_hf
 from rrg.imaging import fit_to_square
+from rrg.prompt_texts import present_entities
 from rrg.suggested_findings import finding_names, suggest
 from rrg.visual_prompt import PromptTexts
 
@@ -106,7 +107,7 @@ class Drafter:
         """The encoded text prompts the visual prompt takes: LRP existence from the entity head."""
         if self.prompt_texts is None:
             return None
-        present = torch.sigmoid(entity_logits) >= self.bundle.config.fusion.entity_threshold  # (B, 75)
+        present = present_entities(entity_logits, self.bundle.config)  # (B, 75)
         return self.prompt_texts.texts_for(self.visual_prompt, references, present)
 
     def _clues(self, output: ClueOutput) -> list[list[Clue]]:

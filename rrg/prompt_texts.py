@@ -38,6 +38,12 @@ PROMPTS = "prompts"
 _POSITIONS = "lrp_positions.json"
 
 
+def present_entities(entity_logits: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """(B, 75) which entities the LRPs call present at inference: the entity head's probability at
+    or above `fusion.entity_threshold`."""
+    return torch.sigmoid(entity_logits) >= config.fusion.entity_threshold
+
+
 def uses_text_prompts(config: ModelConfig) -> bool:
     """Whether a model of this config fuses text prompts (and its bundle has a prompts/ part)."""
     return config.fusion.enabled or config.clues.enabled

@@ -41,7 +41,7 @@ def read_reference_studies(path: Path, split: str | None = None) -> list[dict]:
 def embed_studies(bundle: Bundle, records: list[dict], folder: Path, progress: bool = True, batch: int = 64):
     """(pooled (N, E), entity logits (N, 75)) of the studies' images, by the bundle's encoder and heads."""
     encoder = bundle.load_vision()
-    heads, _ = bundle.load_modules(encoder)
+    heads = bundle.load_heads(encoder)
     size = bundle.config.vision.image_size
     pooled, entity_logits = [], []
     for start in tqdm(range(0, len(records), batch), desc="embedding references", unit="batch", disable=not progress):

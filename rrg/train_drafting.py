@@ -28,7 +28,7 @@ from retrieval.lre import label_neighbours
 from rrg.bundle import INDEX, LLM, LORA, replace_part, save_modules
 from rrg.generator import PromptEmbedder, load_llm, pad_batch, with_new_lora
 from rrg.losses import VisualPromptLosses, loss_tail
-from rrg.prompt_texts import PROMPTS, PromptTextEncodings, uses_text_prompts
+from rrg.prompt_texts import PROMPTS, PromptTextEncodings, present_entities, uses_text_prompts
 from rrg.references import ReferenceRetriever
 from rrg.suggested_findings import finding_names, suggest
 from rrg.training_data import StudySet
@@ -141,7 +141,7 @@ def train_drafting(trainer: Trainer) -> dict:
     with torch.no_grad():
         val_suggested = suggest(torch.sigmoid(val_label_logits).numpy(), heads.thresholds.numpy())
         val_findings = [finding_names(row) for row in val_suggested]
-        val_present = (torch.sigmoid(val_entity_logits) >= config.fusion.entity_threshold).numpy()
+        val_present = present_entities(val_entity_logits, config).numpy()
         val_batches = np.array_split(np.arange(len(val)), max(1, len(val) // 32))
         val_terms = [
             losses_of(b, val_tokens, val_findings, val_refs, val_present, val_reports, val.label_targets)
