@@ -4,10 +4,12 @@
   with N sentences at most.
 - LRPs (local reference prompts): one MedKLIP triplet per entity, eq. 8-9, "effusion at left
   costophrenic: present", F_t^l (75, d). Unmentioned entities read as absent, as an image the
-  entity head scores below threshold does. The position of each entity comes from
-  (a) at training, the triplets of the report (`report_lrp_texts`);
-  (b) at inference, where the entity head predicts existence but no position, the entity's most
+  entity head scores below threshold does. The position of each entity comes either from
+  (a) the triplets of a report (`report_lrp_texts`), or
+  (b) where only existence is known (an entity head predicts no position), the entity's most
   common position in the training reports (`position_prior`, `predicted_lrp_texts`).
+  rrg's bundles use (b) in training and at inference alike, so that the texts a model learns from
+  are the texts it will see; (a) is for a model that predicts positions too.
 - `PromptTextCache`: every text encoded once (the LRP vocabulary and the reference reports'
   sentences), so a request looks vectors up instead of running the text encoder.
 """
