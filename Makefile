@@ -16,13 +16,22 @@ PORT ?= 8000
 help:
 	@echo "make test   - install (uv, cpu + dev extras) and run every test"
 	@echo "make serve  - install, build the demo data and demo bundle if missing, serve on :8000"
-	@echo "make bench  - every benchmark in bench/ (labeler speed; API latency with the demo bundle)"
+	@echo "make bench  - every benchmark in bench/ (labeler and scoring speed, retrieval, API latency)"
 	@echo "make lint   - ruff"
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
 		{ echo "installing uv with pip"; python3 -m pip install --quiet uv; }
 	$(UV) sync --frozen $(EXTRAS)
+	@# METEOR (rrg-eval) runs coco-caption's Java jar: add a Java runtime where we may, else say so.
+	@command -v java >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing a Java runtime for METEOR (default-jre-headless)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null \
+				|| echo "warning: could not install Java; rrg-eval will report METEOR as not computed"; \
+		else \
+			echo "warning: no java on PATH; rrg-eval will report METEOR as not computed (install a JRE 8+)"; \
+		fi; }
 
 test: install
 	$(UV) run --frozen $(EXTRAS) pytest $(PYTEST_ARGS)

@@ -103,3 +103,26 @@ def per_label_scores(
         }
         for name, p, r, f, s in zip(CHEXBERT_LABELS, precision, recall, f1, tp + fn)
     ]
+
+
+def example_f1(
+    predicted: Sequence[dict[str, str]], reference: Sequence[dict[str, str]], mode: str = "pos",
+    labels: str = "all14",
+) -> list[float]:
+    """Each report's own F1 (the terms `ce/<mode>/example/<labels>/f1` averages), 0 where neither side
+    states a label present."""
+    names = LABEL_SETS[labels]
+    pred = present_matrix(predicted, mode, names)
+    ref = present_matrix(reference, mode, names)
+    return [float(f) for f in _scores((pred & ref).sum(1), (pred & ~ref).sum(1), (~pred & ref).sum(1))[2]]
+
+
+def class_confusion(
+    predicted: Sequence[dict[str, str]], reference: Sequence[dict[str, str]], label: str
+) -> dict[str, dict[str, int]]:
+    """{reference class: {predicted class: reports}} of one label over the four statuses."""
+    classes = ("positive", "uncertain", "negative", "blank")
+    table = {r: dict.fromkeys(classes, 0) for r in classes}
+    for p, r in zip(predicted, reference):
+        table[r.get(label, "blank")][p.get(label, "blank")] += 1
+    return table

@@ -15,7 +15,9 @@ COMPARED = (
     "ce/pos_unc/micro/all14/f1",
     "nlg/bleu1",
     "nlg/bleu4",
+    "nlg/meteor",
     "nlg/rouge_l",
+    "nlg/cider",
     "retrieval/label_precision@1",
     "retrieval/mean_top1_hamming",
 )

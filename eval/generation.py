@@ -75,15 +75,22 @@ def _decode(study: Study) -> np.ndarray:
 BatchPredictor = Callable[[list[np.ndarray]], list[tuple[str, list[Neighbor]]]]
 
 
+# Finished records, a batch at a time, as they are made (the resumable predictions.jsonl).
+OnDone = Callable[[list[dict]], None]
+
+
 def _predict_in_batches(
-    studies: Sequence[Study], predict: BatchPredictor, batch_size: int, progress: bool, what: str
+    studies: Sequence[Study], predict: BatchPredictor, batch_size: int, progress: bool, what: str,
+    on_done: OnDone | None, done_before: int,
 ) -> list[dict]:
     records = []
-    with tqdm(total=len(studies), desc=what, unit="study", disable=not progress) as bar:
+    with tqdm(
+        total=done_before + len(studies), initial=done_before, desc=what, unit="study", disable=not progress
+    ) as bar:
         for start in range(0, len(studies), batch_size):
             batch = studies[start : start + batch_size]
             outputs = predict([_decode(s) for s in batch])
-            records += [
+            finished = [
                 {
                     "id": s.id,
                     "prediction": text,
@@ -92,6 +99,9 @@ def _predict_in_batches(
                 }
                 for s, (text, neighbors) in zip(batch, outputs)
             ]
+            if on_done is not None:
+                on_done(finished)
+            records += finished
             bar.update(len(batch))
     return records
 
@@ -102,8 +112,14 @@ def draft_predictions(
     batch_size: int = 8,
     max_tokens: int = 128,
     progress: bool = True,
+    on_done: OnDone | None = None,
+    done_before: int = 0,
 ) -> list[dict]:
-    """The bundle's greedy drafts for the studies' images."""
+    """The bundle's greedy drafts for the studies' images.
+
+    on_done: called with each finished batch's records; done_before: studies an earlier run of
+    the same evaluation finished (they count in the progress bar).
+    """
     drafter = LocalDrafter(bundle)
     # The default temperature 0 decodes greedily, so the same bundle always gets the same scores.
     settings = SamplingSettings(max_tokens=max_tokens)
@@ -111,11 +127,12 @@ def draft_predictions(
     def predict(images: list[np.ndarray]) -> list[tuple[str, list[Neighbor]]]:
         return [(d.text, d.neighbors) for d in drafter.draft(images, settings)]
 
-    return _predict_in_batches(studies, predict, batch_size, progress, "drafting")
+    return _predict_in_batches(studies, predict, batch_size, progress, "drafting", on_done, done_before)
 
 
 def nearest_predictions(
-    bundle: Bundle, studies: Sequence[Study], batch_size: int = 8, progress: bool = True
+    bundle: Bundle, studies: Sequence[Study], batch_size: int = 8, progress: bool = True,
+    on_done: OnDone | None = None, done_before: int = 0,
 ) -> list[dict]:
     """Each study gets the report of its top retrieved training study (no language model)."""
     drafter = Drafter(bundle)
@@ -123,4 +140,4 @@ def nearest_predictions(
     def predict(images: list[np.ndarray]) -> list[tuple[str, list[Neighbor]]]:
         return [(p.neighbors[0].report, p.neighbors) for p in drafter.plan(images)]
 
-    return _predict_in_batches(studies, predict, batch_size, progress, "retrieving")
+    return _predict_in_batches(studies, predict, batch_size, progress, "retrieving", on_done, done_before)

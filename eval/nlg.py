@@ -95,7 +95,8 @@ class _Statistics:
         )
 
 
-def _ngrams(tokens: list[str], max_n: int) -> Counter[tuple[str, ...]]:
+def ngram_counts(tokens: list[str], max_n: int) -> Counter[tuple[str, ...]]:
+    """How often each 1..max_n-gram of `tokens` occurs."""
     return Counter(
         tuple(tokens[start : start + n]) for n in range(1, max_n + 1) for start in range(len(tokens) - n + 1)
     )
@@ -104,9 +105,9 @@ def _ngrams(tokens: list[str], max_n: int) -> Counter[tuple[str, ...]]:
 def _statistics(prediction: list[str], references: list[list[str]], max_n: int) -> _Statistics:
     reference_counts: Counter[tuple[str, ...]] = Counter()
     for reference in references:
-        reference_counts |= _ngrams(reference, max_n)  # the most times any one reference holds it
+        reference_counts |= ngram_counts(reference, max_n)  # the most times any one reference holds it
     matched = [0] * max_n
-    for ngram, count in _ngrams(prediction, max_n).items():
+    for ngram, count in ngram_counts(prediction, max_n).items():
         matched[len(ngram) - 1] += min(count, reference_counts[ngram])
     length = len(prediction)
     closest = min((abs(len(reference) - length), len(reference)) for reference in references)[1]
@@ -151,6 +152,23 @@ def _check_pairs(predictions: Sequence[str], references: Sequence[str | Sequence
         raise ValueError("no predictions to score")
 
 
+def tokenized_pairs(
+    predictions: Sequence[str],
+    references: Sequence[str | Sequence[str]],
+    prepared: bool = False,
+    dataset: str = "iu_xray",
+) -> list[tuple[list[str], list[list[str]]]]:
+    """(prediction tokens, [reference tokens, ...]) per pair, R2Gen-cleaned unless `prepared`.
+
+    The one tokenisation every NLG metric here scores (BLEU, ROUGE-L, METEOR, CIDEr).
+    """
+    _check_pairs(predictions, references)
+    return [
+        (_tokens(prediction, prepared, dataset), _reference_tokens(reference, prepared, dataset))
+        for prediction, reference in zip(predictions, references)
+    ]
+
+
 def bleu_scores(
     predictions: Sequence[str],
     references: Sequence[str | Sequence[str]],
@@ -167,12 +185,9 @@ def bleu_scores(
     """
     if isinstance(max_n, bool) or not isinstance(max_n, int) or max_n < 1:
         raise ValueError(f"max_n must be a positive integer, got {max_n!r}")
-    _check_pairs(predictions, references)
     totals = None
-    for prediction, reference in zip(predictions, references):
-        statistics = _statistics(
-            _tokens(prediction, prepared, dataset), _reference_tokens(reference, prepared, dataset), max_n
-        )
+    for prediction, reference in tokenized_pairs(predictions, references, prepared, dataset):
+        statistics = _statistics(prediction, reference, max_n)
         totals = statistics if totals is None else totals + statistics
     return {f"nlg/bleu{n}": score for n, score in enumerate(_bleu(totals, max_n), start=1)}
 
@@ -228,9 +243,8 @@ def rouge_l_score(
     dataset: str = "iu_xray",
 ) -> dict[str, float]:
     """{"nlg/rouge_l": mean ROUGE-L}, coco-caption's formula on R2Gen-cleaned text (as for BLEU)."""
-    _check_pairs(predictions, references)
     scores = [
-        _rouge_l(_tokens(prediction, prepared, dataset), _reference_tokens(reference, prepared, dataset))
-        for prediction, reference in zip(predictions, references)
+        _rouge_l(prediction, reference)
+        for prediction, reference in tokenized_pairs(predictions, references, prepared, dataset)
     ]
     return {"nlg/rouge_l": sum(scores) / len(scores)}

@@ -33,10 +33,18 @@ def ensure_demo_bundle(
         except OutdatedBundleError as error:
             log(f"{error}; replacing the cached demo bundle")
         shutil.rmtree(bundle)
+    data = ensure_demo_data(label_report, labeler_name, progress, log)
+    log(f"no demo bundle in the cache: training one at {bundle} (resumable if interrupted)")
+    train_bundle(data, bundle, config, label_report, progress=progress, log=log)
+    return bundle
+
+
+def ensure_demo_data(
+    label_report: LabelFunction, labeler_name: str, progress: bool = True, log: Callable[[str], None] = print
+) -> Path:
+    """The cached demo data set's folder, building it if missing."""
     data = demo_data_dir()
     if not demo_exists(data):
         log(f"no demo data in the cache: building it at {data}")
         build_demo(DemoConfig(out=data), label_report, labeler_name, progress=progress)
-    log(f"no demo bundle in the cache: training one at {bundle} (resumable if interrupted)")
-    train_bundle(data, bundle, config, label_report, progress=progress, log=log)
-    return bundle
+    return data

@@ -113,3 +113,29 @@ def test_chexbert_without_weights_is_a_usage_error(tmp_path, capsys):
         main(["--predictions", str(tmp_path / "p.jsonl"), "--labeler", "chexbert", "--out", str(tmp_path / "o")])
     assert exit_info.value.code == 2
     assert "needs --chexbert-weights" in capsys.readouterr().err
+
+
+def test_both_labelers_label_every_report_and_are_scored_side_by_side(tiny_checkpoint, tmp_path, capsys):
+    path, _ = tiny_checkpoint
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_text("".join(
+        json.dumps({"id": str(i), "prediction": p, "reference": r}) + "\n"
+        for i, (p, r) in enumerate([("No effusion.", "Small effusion."), ("Cardiomegaly.", "Normal heart.")])
+    ))
+    out = tmp_path / "out"
+    assert main(["--predictions", str(predictions), "--labeler", "both", "--chexbert-weights", str(path),
+                 "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["labeler"] == "chexbert"  # the main labeler's CE is ce/...
+    rules = metrics["labelers"]["rules"]
+    assert "ce/pos/example/all14/f1" in rules
+    assert 0.0 <= rules["agreement_with_chexbert/references"] <= 1.0
+    for line in (out / "predictions.jsonl").read_text().splitlines():
+        labels = json.loads(line)["labels"]
+        assert set(labels) == {"chexbert", "rules"}
+        assert all(len(labels[name]["prediction"]) == 14 for name in labels)
+    assert labels["rules"]["reference"]["No Finding"] == "positive"  # "Normal heart."
+    rows = (out / "per_label.csv").read_text().splitlines()[1:]
+    assert len(rows) == 56 and {row.split(",")[0] for row in rows} == {"chexbert", "rules"}
+    printed = capsys.readouterr().out
+    assert "labeler: chexbert" in printed and "labeler: rules" in printed

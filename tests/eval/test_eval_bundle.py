@@ -63,7 +63,7 @@ def test_bundle_mode_drafts_every_test_study_and_writes_named_metrics(
             for labels in ("all14", "top5"):
                 assert f"ce/{mode}/{average}/{labels}/f1" in metrics
     assert all(0.0 <= metrics[f"nlg/bleu{n}"] <= 1.0 for n in range(1, 5))
-    assert "bleu4" in stdout and "CIDEr" in stderr
+    assert "bleu4" in stdout and "cider" in stdout and "meteor" in stdout
 
 
 def test_limit_keeps_the_first_studies_of_the_split(micro_data, micro_bundle, tmp_path, capsys):
@@ -158,8 +158,10 @@ def test_score_only_mode_adds_bleu_and_names_its_source(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--baseline", "nearest", "--predictions", "p.jsonl"], "takes no --bundle or --baseline"),
-        (["--server", "http://localhost:8000"], "serving-hardening issue"),
+        (["--baseline", "nearest", "--predictions", "p.jsonl"], "takes no --bundle, --server or --baseline"),
+        (["--server", "http://localhost:8000", "--bundle", "b"], "drafts through the server's own bundle"),
+        (["--baseline", "majority", "--bundle", "b"], "needs no bundle"),
+        (["--labeler", "both"], "--labeler both needs --chexbert-weights"),
         (["--labeler", "chexbert"], "needs --chexbert-weights"),
         (["--limit", "0"], "must be a positive integer"),
     ],

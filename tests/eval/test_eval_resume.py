@@ -1,0 +1,56 @@
+"""Kill and resume: `kill -9` during drafting loses no finished line; the rerun drafts only the rest."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from eval.cli import main
+from rrg.demo import read_manifest
+
+pytestmark = pytest.mark.slow
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_kill_minus_nine_mid_run_then_rerun_completes_without_duplicates(micro_data, micro_bundle, tmp_path, capsys):
+    out = tmp_path / "out"
+    predictions = out / "predictions.jsonl"
+    argv = ["--bundle", str(micro_bundle), "--data", str(micro_data), "--out", str(out),
+            "--batch-size", "1", "--max-tokens", "6", "--quiet"]
+    test_ids = [r["id"] for r in read_manifest(micro_data) if r["split"] == "test"]
+    process = subprocess.Popen([sys.executable, "-m", "eval.cli", *argv], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while len(_lines(predictions)) < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    process.stderr.close()
+    before = _lines(predictions)
+    assert 2 <= len(before) < len(test_ids), "the kill should land mid-run"
+    finished = [json.loads(line) for line in before if line.endswith("}")]  # a torn last line may remain
+
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"resuming: {len(finished)} of {len(test_ids)} predictions already" in err
+    records = [json.loads(line) for line in _lines(predictions)]
+    assert [r["id"] for r in records] == test_ids  # each once, in the split's order
+    by_id = {r["id"]: r for r in records}
+    for record in finished:  # what was finished before the kill is kept as it was
+        assert by_id[record["id"]]["prediction"] == record["prediction"]
+        assert by_id[record["id"]]["neighbors"] == record["neighbors"]
+    assert json.loads((out / "metrics.json").read_text())["reports"] == len(test_ids)
+
+    # A third run has nothing left to draft and scores the same.
+    assert main(argv) == 0
+    assert f"resuming: {len(test_ids)} of {len(test_ids)}" in capsys.readouterr().err
