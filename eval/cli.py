@@ -50,8 +50,9 @@ def _data(args: argparse.Namespace) -> Path:
     return ensure_demo_data(label_report, RULES_LABELER_NAME, progress=not args.quiet, log=_log)
 
 
-def _generate(args: argparse.Namespace) -> tuple[list[dict], dict, str | None]:
-    """Predictions for a data split from a bundle, a server or a baseline; what made them; the demo notice.
+def _generate(args: argparse.Namespace) -> tuple[list[dict], list[dict], dict, str | None]:
+    """Predictions for a data split from a bundle, a server or a baseline, finished predictions of the
+    run outside the split's chosen studies, what made them, and the demo notice.
 
     Resumable: finished predictions in OUT/predictions.jsonl are kept, only the rest are made.
     """
@@ -93,7 +94,9 @@ def _generate(args: argparse.Namespace) -> tuple[list[dict], dict, str | None]:
         generation.nearest_predictions(bundle, pending, args.batch_size, progress, log.append, done)
     elif pending:
         generation.draft_predictions(bundle, pending, args.batch_size, args.max_tokens, progress, log.append, done)
-    return [log.finished[s.id] for s in studies], source, notice
+    wanted = {s.id for s in studies}
+    others = [record for study, record in log.finished.items() if study not in wanted]
+    return [log.finished[s.id] for s in studies], others, source, notice
 
 
 def _demo_bundle(args: argparse.Namespace) -> Path:
@@ -214,9 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.predictions:
             metrics = score_predictions(args.predictions, args.out, labelers)
         else:
-            records, source, notice = _generate(args)
+            records, others, source, notice = _generate(args)
             _log(f"scoring {len(records)} predictions")
-            metrics = score_records(records, args.out, source, notice, data=Path(source["data"]), labelers=labelers)
+            metrics = score_records(
+                records, args.out, source, notice, data=Path(source["data"]), labelers=labelers, unscored=others
+            )
     except (JsonlError, FileNotFoundError, ValueError) as error:
         print(f"rrg-eval: error: {error}", file=sys.stderr)
         return 2

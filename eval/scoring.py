@@ -69,13 +69,15 @@ def labeler_agreement(first: Sequence[dict], second: Sequence[dict]) -> float:
 
 def score_records(
     records: list[dict], out: Path, source: dict, notice: str | None = None, data: Path | None = None,
-    labelers: Sequence | None = None,
+    labelers: Sequence | None = None, unscored: Sequence[dict] = (),
 ) -> dict:
     """Label predictions and references, score them, and write the output folder; returns the metrics.
 
     source: what made the predictions (into metrics.json); notice: the demo bundle's notice;
     data: the studies' data folder, to judge the retrieved neighbours by their labels;
-    labelers: the main labeler first (default: the rule labeler), then any other to run beside it.
+    labelers: the main labeler first (default: the rule labeler), then any other to run beside it;
+    unscored: finished predictions of the same run outside this scoring (a rerun with a smaller
+    --limit), kept at the end of predictions.jsonl without labels or scores so no work is lost.
     """
     if not records:
         raise ValueError("no predictions to score")
@@ -128,6 +130,7 @@ def score_records(
         }
         for i, record in enumerate(records)
     ]
-    _atomic_write(out / PREDICTIONS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in scored))
+    kept = [{k: v for k, v in record.items() if k not in ("labels", "scores")} for record in unscored]
+    _atomic_write(out / PREDICTIONS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [*scored, *kept]))
     write_report(out / REPORT, metrics, rows, scored, labels[main])
     return metrics

@@ -204,3 +204,15 @@ def test_unreadable_image_names_its_study(micro_bundle, tmp_path, capsys):
         tmp_path / "out",
     )
     assert code == 2 and "rrg-eval: error: study s1: cannot read image" in stderr
+
+
+def test_a_rerun_with_a_smaller_limit_scores_fewer_and_loses_no_finished_prediction(micro_data, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _run(capsys, "--baseline", "majority", "--data", micro_data, "--out", out)[0] == 0
+    every = [p["id"] for p in _read_lines(out / "predictions.jsonl")]
+    code, _, stderr = _run(capsys, "--baseline", "majority", "--data", micro_data, "--out", out, "--limit", 2)
+    assert code == 0 and "resuming: 2 of 2" in stderr
+    assert json.loads((out / "metrics.json").read_text())["reports"] == 2
+    lines = _read_lines(out / "predictions.jsonl")
+    assert [p["id"] for p in lines] == every  # the two scored first, the rest kept after them
+    assert "labels" in lines[0] and "labels" not in lines[-1]
