@@ -9,6 +9,7 @@ each command so that `rrg --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -156,7 +157,10 @@ def _serve(args: argparse.Namespace) -> int:
     from serving.server import serve
 
     bundle = Path(args.bundle) if args.bundle else ensure_demo_bundle(args)
-    serve(bundle, host=args.host, port=args.port, engine=args.engine, kv_cache_gib=args.kv_cache_gib)
+    serve(bundle, host=args.host, port=args.port, engine=args.engine, kv_cache_gib=args.kv_cache_gib,
+          api_key=args.api_key or os.environ.get("RRG_API_KEY") or None,
+          max_upload_mb=args.max_upload_mb, max_concurrent=args.max_concurrent, max_queue=args.max_queue,
+          request_timeout=args.request_timeout, front_batch=args.front_batch, front_wait_ms=args.front_wait_ms)
     return 0
 
 
@@ -226,6 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--engine", choices=["vllm", "hf"], default="vllm",
                        help="vllm (default) or hf, the transformers fallback")
     serve.add_argument("--kv-cache-gib", type=int, help="vLLM's KV cache size on CPU, in whole GiB (default 1)")
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/ routes (default: $RRG_API_KEY; "
+                                         "none: open, for loopback use)")
+    serve.add_argument("--max-upload-mb", type=float, default=32, help="largest image file accepted, in MiB (default 32)")
+    serve.add_argument("--max-concurrent", type=int, default=16, help="requests drafted at once (default 16)")
+    serve.add_argument("--max-queue", type=int, default=64,
+                       help="requests waiting for a slot beyond those; more get 429 with Retry-After (default 64)")
+    serve.add_argument("--request-timeout", type=float, default=300, help="seconds per request before a 504 (default 300)")
+    serve.add_argument("--front-batch", type=int, default=8,
+                       help="images per micro-batch of the vision/retrieval/fusion front (default 8)")
+    serve.add_argument("--front-wait-ms", type=float, default=5,
+                       help="how long a micro-batch waits for more requests, in ms (default 5)")
     serve.set_defaults(run=_serve)
 
     data = commands.add_parser("data", help="build data sets")

@@ -10,6 +10,7 @@ transformers here (`LocalDrafter`, for `rrg generate` and `rrg-eval`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -82,25 +83,39 @@ class Drafter:
         self.k = bundle.config.retrieval.k
 
     @torch.no_grad()
-    def plan(self, images: Sequence[np.ndarray], instruction: str | None = None) -> list[DraftPlan]:
-        """Prompts for decoded grayscale images (any size, float in [0, 1]), in one batch."""
+    def plan(
+        self, images: Sequence[np.ndarray], instruction: str | None | Sequence[str | None] = None,
+        timings: dict[str, float] | None = None,
+    ) -> list[DraftPlan]:
+        """Prompts for decoded grayscale images (any size, float in [0, 1]), in one batch.
+
+        instruction: one for every image, or one per image (a server's micro-batch of requests);
+        timings: if given, gets the seconds of the batch's stages "vision", "retrieval" and "fusion".
+        """
         if not images:
             return []
+        instructions = [instruction] * len(images) if instruction is None or isinstance(instruction, str) else instruction
+        if len(instructions) != len(images):
+            raise ValueError(f"{len(instructions)} instructions for {len(images)} images")
+        clock = _StageClock(timings)
         batch = torch.from_numpy(np.stack([fit_to_square(image, self.image_size) for image in images]))
         seen = self.encoder(batch[:, None])  # pooled (B, E), tokens (B, N, W)
         label_logits, entity_logits = self.heads(seen.pooled)  # (B, 14), (B, 75)
         probabilities = torch.sigmoid(label_logits).numpy()
         suggested = suggest(probabilities, self.heads.thresholds.numpy())
+        clock.lap("vision")
         neighbors = self.retriever.search(seen.pooled, entity_logits, self.k)
         references = [[n.report for n in found] for found in neighbors]
+        clock.lap("retrieval")
         visual = self.visual_prompt(seen.tokens, self._texts(references, entity_logits))  # tokens (B, V [+ 2L], H)
         clues = self._clues(visual.clues) if visual.clues is not None else [[] for _ in neighbors]
         plans = []
         for row, found in enumerate(neighbors):
             names = finding_names(suggested[row])
-            embeds = self.embedder.prompt_embeds(visual.tokens[row], names, references[row], instruction)
+            embeds = self.embedder.prompt_embeds(visual.tokens[row], names, references[row], instructions[row])
             findings = {name: round(float(p), 4) for name, p in zip(CHEXBERT_LABELS, probabilities[row])}
             plans.append(DraftPlan(embeds, found, findings, names, clues[row]))
+        clock.lap("fusion")  # projector, Sinkhorn fusion, clues and the prompt's assembly
         return plans
 
     def _texts(self, references: list[list[str]], entity_logits: torch.Tensor) -> PromptTexts | None:
@@ -126,6 +141,20 @@ class Drafter:
             ]
             for row in range(output.selected.shape[0])
         ]
+
+
+class _StageClock:
+    """Seconds since the previous lap, into a timings dict (or nowhere)."""
+
+    def __init__(self, timings: dict[str, float] | None):
+        self.timings = timings
+        self.mark = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        if self.timings is not None:
+            self.timings[stage] = self.timings.get(stage, 0.0) + now - self.mark
+        self.mark = now
 
 
 class LocalDrafter:

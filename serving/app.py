@@ -1,27 +1,38 @@
-"""The FastAPI app: OpenAI-compatible routes, OpenAI error objects, the engine's lifetime, and the
-Gradio page mounted at `/`. The handler (`completions.py`) and the engine (`engine.py`) are apart."""
+"""The FastAPI app: OpenAI-compatible routes, OpenAI error objects, the engine's lifetime, /health,
+/metrics, and the Gradio page mounted at `/`. The handler (`completions.py`), the engine
+(`engine.py`), the API key and body limit (`guard.py`) and the instruments (`metrics.py`) are apart."""
 
 from __future__ import annotations
 
+import json
 import logging
 from contextlib import asynccontextmanager
 
 import gradio as gr
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from serving.completions import CompletionService
 from serving.engine import EngineError
+from serving.guard import ApiGuard
+from serving.limits import max_body_bytes
+from serving.metrics import MetricsMiddleware
 from serving.protocol import APIError, CompletionRequest, CompletionResponse, ModelCard, ModelList
 from serving.ui import build_ui
 
 log = logging.getLogger("rrg.serving")
 
 
-def _error(error: APIError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status)
+API_ROUTES = ("/v1/completions", "/v1/models", "/health", "/metrics")
+
+
+def _error(error: APIError, request: Request | None = None) -> JSONResponse:
+    # The status and the error's kind, never its message: messages may one day quote a request.
+    log.info(json.dumps({"event": "error", "path": request.url.path if request else None, "status": error.status,
+                         "type": error.body()["error"]["type"], "param": error.param, "code": error.code}))
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
 def _validation_message(error: RequestValidationError) -> tuple[str, str | None]:
@@ -37,8 +48,11 @@ def _validation_message(error: RequestValidationError) -> tuple[str, str | None]
     return (f"{param}: {message}" if param else message), param
 
 
-def build_app(service: CompletionService, mount_ui: bool = True) -> FastAPI:
-    """The server's app around a service; the engine starts with the app and stops with it."""
+def build_app(service: CompletionService, mount_ui: bool = True, api_key: str | None = None) -> FastAPI:
+    """The server's app around a service; the engine starts with the app and stops with it.
+
+    api_key: when set, every /v1/ route needs `Authorization: Bearer <api_key>`.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -46,6 +60,7 @@ def build_app(service: CompletionService, mount_ui: bool = True) -> FastAPI:
         await service.engine.start()
         log.info("engine ready")
         yield
+        await service.front.close()
         await service.engine.shutdown()
 
     app = FastAPI(title="rrg", summary="Machine drafts of chest X-ray reports, not for clinical use.",
@@ -53,20 +68,20 @@ def build_app(service: CompletionService, mount_ui: bool = True) -> FastAPI:
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, error: APIError) -> JSONResponse:
-        return _error(error)
+        return _error(error, request)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
         message, param = _validation_message(error)
-        return _error(APIError(400, message, param=param))
+        return _error(APIError(400, message, param=param), request)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        return _error(APIError(error.status_code, str(error.detail)))
+        return _error(APIError(error.status_code, str(error.detail)), request)
 
     @app.exception_handler(EngineError)
     async def engine_error(request: Request, error: EngineError) -> JSONResponse:
-        return _error(APIError(503, f"The engine is not available: {error}"))
+        return _error(APIError(503, f"The engine is not available: {error}", headers={"Retry-After": "5"}), request)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
@@ -75,8 +90,12 @@ def build_app(service: CompletionService, mount_ui: bool = True) -> FastAPI:
         return JSONResponse(APIError(500, "Internal error; the server keeps serving.").body(), status_code=500)
 
     @app.post("/v1/completions", response_model=CompletionResponse)
-    async def completions(request: CompletionRequest) -> CompletionResponse:
+    async def completions(request: CompletionRequest) -> CompletionResponse | StreamingResponse:
         return await service.complete(request)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type=service.metrics.content_type)
 
     def model_cards() -> list[ModelCard]:
         info = service.engine.info
@@ -102,6 +121,8 @@ def build_app(service: CompletionService, mount_ui: bool = True) -> FastAPI:
             return JSONResponse({"status": "unhealthy", "detail": str(error)}, status_code=503)
         return JSONResponse({"status": "ok", "engine": service.engine.info.kind, "model": service.engine.info.lora_name})
 
+    app.add_middleware(ApiGuard, api_key=api_key, max_body_bytes=max_body_bytes(service.limits.max_bytes))
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics, routes=API_ROUTES)  # outermost: counts 401/413 too
     if mount_ui:
         app = gr.mount_gradio_app(app, build_ui(service), path="/", max_file_size=service.limits.max_bytes)
     return app

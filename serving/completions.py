@@ -2,7 +2,11 @@
 
 Untrusted input is checked here, before any model runs: the image (base64 or data URL of PNG, JPEG
 or DICOM, through `rrg.imaging`), the model name, and `max_tokens` against the model's context.
-Logs carry request ids, sizes and timings only: never report text, image bytes or DICOM tags.
+Every draft, from the API or the page, takes a slot (`serving.limits`: a 429 when slots and queue
+are full, a 504 past the request timeout), goes through the front in micro-batches with other
+requests (`serving.front`), then to the engine; a stream's errors before its first chunk are
+ordinary error responses. Logs carry request ids, sizes and stage timings only: never report text,
+image bytes or DICOM tags.
 """
 
 from __future__ import annotations
@@ -12,24 +16,29 @@ import base64
 import binascii
 import json
 import logging
-import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import numpy as np
+from fastapi.responses import StreamingResponse
 
 from rrg.bundle import Bundle
 from rrg.drafting import Drafter, DraftPlan, disclaimer
 from rrg.generator import Generation, SamplingSettings
 from rrg.imaging import DecodedImage, ImageError, ImageLimits, ImageTooLargeError, decode_image
-from serving.engine import Engine
+from serving.engine import Engine, EngineError
+from serving.front import FrontBatcher
+from serving.limits import Admission, ServerLimits
+from serving.metrics import ServerMetrics
 from serving.protocol import (
     APIError,
     ClueOut,
     CompletionChoice,
     CompletionRequest,
     CompletionResponse,
+    CompletionStreamChoice,
+    CompletionStreamResponse,
     NeighborOut,
     RrgInfo,
     Usage,
@@ -75,18 +84,42 @@ def image_bytes(field: str, limits: ImageLimits) -> bytes:
                        param="image") from None
 
 
+@dataclass
+class Prepared:
+    """A request past every check, its slot held, ready for the engine."""
+
+    request_id: str
+    image: DecodedImage
+    plan: DraftPlan
+    timings: dict[str, float]
+    started: float
+    image_bytes: int
+
+
 class CompletionService:
     """The model behind the API and the UI: the bundle's front (vision, retrieval, prompt) and an engine."""
 
-    def __init__(self, bundle: Bundle, engine: Engine, limits: ImageLimits | None = None):
+    def __init__(
+        self, bundle: Bundle, engine: Engine, limits: ImageLimits | None = None,
+        server_limits: ServerLimits | None = None, metrics: ServerMetrics | None = None,
+        front_batch: int = 8, front_wait: float = 0.005,
+    ):
         self.bundle = bundle
         self.engine = engine
         self.limits = limits or ImageLimits()
+        self.server_limits = server_limits or ServerLimits()
+        self.metrics = metrics or ServerMetrics()
         self.drafter = Drafter(bundle)
+        self.front = FrontBatcher(self.drafter, front_batch, front_wait, on_batch=self._observe_batch)
+        self.admission = Admission(self.server_limits)
+        self.metrics.in_flight.set_function(lambda: self.admission.active)
+        self.metrics.queue_depth.set_function(lambda: self.admission.waiting)
         self.notice = disclaimer(bundle)
         self.has_clues = bundle.config.clues.enabled
         self.model_names = (engine.info.lora_name, engine.info.base_model)
-        self._front = threading.Lock()  # the front's torch modules serve one batch at a time
+
+    def _observe_batch(self, size: int, timings: dict[str, float]) -> None:
+        self.metrics.front_batch.observe(size)
 
     def decode(self, data: bytes) -> DecodedImage:
         """Image bytes to pixels; a bad image is a 400 (413 when too large) saying what is wrong."""
@@ -97,22 +130,13 @@ class CompletionService:
         except ImageError as error:
             raise APIError(400, f"image: {error}", param="image") from None
 
-    def _plan(self, pixels: np.ndarray, instruction: str | None) -> DraftPlan:
-        with self._front:
-            return self.drafter.plan([pixels], instruction)[0]
-
-    async def draft(
-        self, data: bytes, settings: SamplingSettings, n: int = 1, instruction: str | None = None,
-        request_id: str | None = None,
-    ) -> DraftResult:
-        """Decode, plan and generate; APIError for anything the caller must fix."""
-        request_id = request_id or uuid.uuid4().hex[:16]
-        timings, started = {}, time.perf_counter()
+    async def _prepare(self, data: bytes, settings: SamplingSettings, instruction: str | None,
+                       request_id: str) -> Prepared:
+        started = time.perf_counter()
         image = await asyncio.to_thread(self.decode, data)
-        timings["decode"] = time.perf_counter() - started
-        mark = time.perf_counter()
-        plan = await asyncio.to_thread(self._plan, image.pixels, instruction)
-        timings["front"] = time.perf_counter() - mark  # vision, retrieval, projector, prompt
+        timings = {"decode": time.perf_counter() - started}
+        plan, front = await self.front.plan(image.pixels, instruction)
+        timings |= front  # vision, retrieval, fusion of the micro-batch it ran in
         prompt_tokens = len(plan.prompt_embeds)
         room = self.engine.info.max_model_len - prompt_tokens
         if settings.max_tokens > room:
@@ -122,17 +146,43 @@ class CompletionService:
                 f"tokens leaves {room} after this prompt of {prompt_tokens} tokens",
                 param="max_tokens",
             )
-        mark = time.perf_counter()
-        generations = await self.engine.generate(plan.prompt_embeds, settings, n, request_id)
-        timings["generation"] = time.perf_counter() - mark
-        timings["total"] = time.perf_counter() - started
-        result = DraftResult(request_id, image, plan, generations, timings)
+        return Prepared(request_id, image, plan, timings, started, len(data))
+
+    def _timeout(self) -> APIError:
+        return APIError(504, f"The draft took longer than the server's request timeout of "
+                             f"{self.server_limits.request_timeout:g} s.", code="timeout")
+
+    def _record(self, prepared: Prepared, completion_tokens: int, stream: bool) -> None:
+        """The draft's log line and metrics: ids, sizes, token counts and stage timings, no content."""
+        timings = prepared.timings | {"total": time.perf_counter() - prepared.started}
+        self.metrics.observe_stages(timings)
+        self.metrics.prompt_tokens.inc(len(prepared.plan.prompt_embeds))
+        self.metrics.generated_tokens.inc(completion_tokens)
         log.info(json.dumps({
-            "event": "draft", "request_id": request_id, "engine": self.engine.info.kind,
-            "image_bytes": len(data), "image_format": image.source_format, "image_size": list(image.original_size),
-            "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-            "seconds": {k: round(v, 4) for k, v in timings.items()},
+            "event": "draft", "request_id": prepared.request_id, "engine": self.engine.info.kind, "stream": stream,
+            "image_bytes": prepared.image_bytes, "image_format": prepared.image.source_format,
+            "image_size": list(prepared.image.original_size), "prompt_tokens": len(prepared.plan.prompt_embeds),
+            "completion_tokens": completion_tokens, "seconds": {k: round(v, 4) for k, v in timings.items()},
         }))
+
+    async def draft(
+        self, data: bytes, settings: SamplingSettings, n: int = 1, instruction: str | None = None,
+        request_id: str | None = None,
+    ) -> DraftResult:
+        """Decode, plan and generate, within a slot and the request timeout; APIError for what the caller
+        must fix or retry."""
+        request_id = request_id or uuid.uuid4().hex[:16]
+        async with self.admission.slot():
+            try:
+                async with asyncio.timeout(self.server_limits.request_timeout):
+                    prepared = await self._prepare(data, settings, instruction, request_id)
+                    mark = time.perf_counter()
+                    generations = await self.engine.generate(prepared.plan.prompt_embeds, settings, n, request_id)
+                    prepared.timings["generation"] = time.perf_counter() - mark
+            except TimeoutError:
+                raise self._timeout() from None
+        result = DraftResult(request_id, prepared.image, prepared.plan, generations, prepared.timings)
+        self._record(prepared, result.completion_tokens, stream=False)
         return result
 
     def check_model(self, model: str | None) -> str:
@@ -144,19 +194,22 @@ class CompletionService:
                                 f"{' and '.join(self.model_names)}", param="model", code="model_not_found")
         return model
 
-    async def complete(self, request: CompletionRequest) -> CompletionResponse:
-        """POST /v1/completions."""
-        model = self.check_model(request.model)
-        if request.stream:
-            raise APIError(400, "stream=true is not supported yet; send stream=false", param="stream")
+    def _settings(self, request: CompletionRequest) -> SamplingSettings:
         if request.min_tokens > request.max_tokens:
             raise APIError(400, f"min_tokens ({request.min_tokens}) must not exceed max_tokens ({request.max_tokens})",
                            param="min_tokens")
-        settings = SamplingSettings(
-            max_tokens=request.max_tokens, min_tokens=request.min_tokens, temperature=request.temperature, top_p=request.top_p,
-            seed=request.seed, stop=request.stop_strings(),
+        return SamplingSettings(
+            max_tokens=request.max_tokens, min_tokens=request.min_tokens, temperature=request.temperature,
+            top_p=request.top_p, seed=request.seed, stop=request.stop_strings(),
         )
+
+    async def complete(self, request: CompletionRequest) -> CompletionResponse | StreamingResponse:
+        """POST /v1/completions."""
+        model = self.check_model(request.model)
+        settings = self._settings(request)
         data = await asyncio.to_thread(image_bytes, request.image, self.limits)
+        if request.stream:
+            return await self._stream(request, model, settings, data)
         result = await self.draft(data, settings, request.n, request.instruction())
         return CompletionResponse(
             id=f"cmpl-{result.request_id}",
@@ -169,6 +222,63 @@ class CompletionService:
                         total_tokens=result.prompt_tokens + result.completion_tokens),
             rrg=self.rrg_info(result.plan),
         )
+
+    async def _stream(self, request: CompletionRequest, model: str, settings: SamplingSettings,
+                      data: bytes) -> StreamingResponse:
+        """Server-sent events: checks, decoding and the front run first, so their errors are plain
+        responses; then the first chunk (with `rrg`), the engine's deltas, optional usage, [DONE]."""
+        request_id = uuid.uuid4().hex[:16]
+        slot = self.admission.slot()
+        await slot.__aenter__()
+        try:
+            async with asyncio.timeout(self.server_limits.request_timeout):
+                prepared = await self._prepare(data, settings, request.instruction(), request_id)
+        except BaseException as error:
+            await slot.__aexit__(type(error), error, error.__traceback__)
+            if isinstance(error, TimeoutError):
+                raise self._timeout() from None
+            raise
+        deadline = prepared.started + self.server_limits.request_timeout
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+
+        def event(chunk: CompletionStreamResponse | dict) -> str:
+            # As OpenAI's chunks: finish_reason and logprobs null until set; no usage or rrg key where unset.
+            payload = chunk if isinstance(chunk, dict) else {
+                key: value for key, value in chunk.model_dump().items() if value is not None or key == "choices"
+            }
+            return f"data: {json.dumps(payload)}\n\n"
+
+        async def events() -> AsyncIterator[str]:
+            chunk_id, tokens = f"cmpl-{request_id}", 0
+            try:
+                yield event(CompletionStreamResponse(
+                    id=chunk_id, model=model, rrg=self.rrg_info(prepared.plan),
+                    choices=[CompletionStreamChoice(index=i, text="") for i in range(request.n)],
+                ))
+                mark = time.perf_counter()
+                async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
+                    async for deltas in self.engine.stream(prepared.plan.prompt_embeds, settings, request.n, request_id):
+                        tokens += sum(d.tokens for d in deltas)
+                        yield event(CompletionStreamResponse(id=chunk_id, model=model, choices=[
+                            CompletionStreamChoice(index=d.index, text=d.text, finish_reason=d.finish_reason)
+                            for d in deltas
+                        ]))
+                prepared.timings["generation"] = time.perf_counter() - mark
+                if include_usage:
+                    prompt_tokens = len(prepared.plan.prompt_embeds)
+                    yield event(CompletionStreamResponse(id=chunk_id, model=model, choices=[], usage=Usage(
+                        prompt_tokens=prompt_tokens, completion_tokens=tokens, total_tokens=prompt_tokens + tokens)))
+                self._record(prepared, tokens, stream=True)
+            except TimeoutError:
+                yield event(self._timeout().body())
+            except EngineError as error:
+                yield event(APIError(503, f"The engine is not available: {error}").body())
+            finally:
+                await slot.__aexit__(None, None, None)
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Request-Id": request_id})
 
     def rrg_info(self, plan: DraftPlan) -> RrgInfo:
         """The `rrg` object: neighbours, findings, clues and the disclaimer."""

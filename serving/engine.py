@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,8 +45,18 @@ class EngineInfo:
     max_model_len: int  # prompt plus completion tokens
 
 
+@dataclass(frozen=True)
+class Delta:
+    """New text of one choice of a streamed draft; `finish_reason` on its last delta."""
+
+    index: int
+    text: str
+    tokens: int  # tokens this delta adds
+    finish_reason: str | None = None
+
+
 class Engine(Protocol):
-    """Prompt embeddings in, drafts out."""
+    """Prompt embeddings in, drafts out (whole, or as they are generated)."""
 
     info: EngineInfo
 
@@ -54,6 +65,10 @@ class Engine(Protocol):
     async def generate(
         self, prompt_embeds: torch.Tensor, settings: SamplingSettings, n: int, request_id: str
     ) -> list[Generation]: ...
+
+    def stream(
+        self, prompt_embeds: torch.Tensor, settings: SamplingSettings, n: int, request_id: str
+    ) -> AsyncIterator[list[Delta]]: ...
 
     async def check_health(self) -> None: ...
 
@@ -92,6 +107,13 @@ class HfEngine:
                 return generate_hf(self._model, self._tokenizer, [prompt_embeds] * n, settings)
 
         return await asyncio.to_thread(run)
+
+    async def stream(
+        self, prompt_embeds: torch.Tensor, settings: SamplingSettings, n: int, request_id: str
+    ) -> AsyncIterator[list[Delta]]:
+        """transformers generates the whole draft first: one delta per choice, at the end."""
+        generations = await self.generate(prompt_embeds, settings, n, request_id)
+        yield [Delta(i, g.text, len(g.token_ids), g.finish_reason) for i, g in enumerate(generations)]
 
     async def check_health(self) -> None:
         if self._model is None:
@@ -142,9 +164,8 @@ class VllmEngine:
         self._engine = AsyncLLM.from_engine_args(self._engine_args())
         self._lora = LoRARequest(self.info.lora_name, 1, str(self.bundle.lora_path))
 
-    async def generate(
-        self, prompt_embeds: torch.Tensor, settings: SamplingSettings, n: int, request_id: str
-    ) -> list[Generation]:
+    def _outputs(self, prompt_embeds: torch.Tensor, settings: SamplingSettings, n: int, request_id: str):
+        """vLLM's outputs for one request, each holding every choice's text so far."""
         from vllm import SamplingParams
 
         if self._engine is None:
@@ -158,14 +179,42 @@ class VllmEngine:
             seed=settings.seed,
             stop=list(settings.stop) or None,
         )
-        final = None
         prompt = {"prompt_embeds": prompt_embeds.detach().cpu()}
-        async for output in self._engine.generate(prompt, params, request_id, lora_request=self._lora):
+        return self._engine.generate(prompt, params, request_id, lora_request=self._lora)
+
+    async def generate(
+        self, prompt_embeds: torch.Tensor, settings: SamplingSettings, n: int, request_id: str
+    ) -> list[Generation]:
+        final = None
+        async for output in self._outputs(prompt_embeds, settings, n, request_id):
             final = output
         return [
             Generation(completion.text.strip(), tuple(completion.token_ids), completion.finish_reason or "stop")
             for completion in sorted(final.outputs, key=lambda c: c.index)
         ]
+
+    async def stream(
+        self, prompt_embeds: torch.Tensor, settings: SamplingSettings, n: int, request_id: str
+    ) -> AsyncIterator[list[Delta]]:
+        """Each choice's new text as vLLM produces it (leading whitespace dropped, as `generate` strips it)."""
+        consumed, tokens_sent, shown, finished = [0] * n, [0] * n, [False] * n, [False] * n
+        async for output in self._outputs(prompt_embeds, settings, n, request_id):
+            deltas = []
+            for completion in output.outputs:
+                i = completion.index
+                if finished[i]:
+                    continue  # vLLM repeats a finished choice beside the others
+                finished[i] = completion.finish_reason is not None
+                new_text = completion.text[consumed[i]:]
+                if not shown[i]:
+                    new_text = new_text.lstrip()
+                consumed[i], shown[i] = len(completion.text), shown[i] or bool(new_text)
+                tokens = len(completion.token_ids) - tokens_sent[i]
+                tokens_sent[i] = len(completion.token_ids)
+                if new_text or tokens or completion.finish_reason is not None:
+                    deltas.append(Delta(i, new_text, tokens, completion.finish_reason))
+            if deltas:
+                yield deltas
 
     async def check_health(self) -> None:
         if self._engine is None:

@@ -13,6 +13,14 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class StreamOptions(BaseModel):
+    """OpenAI's stream_options: include_usage adds a last chunk with the token counts."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False
+
+
 class CompletionRequest(BaseModel):
     """POST /v1/completions. Fields OpenAI defines that rrg does not use are accepted and ignored."""
 
@@ -28,6 +36,7 @@ class CompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool = False
+    stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=8)
     image: str = Field(..., description="the X-ray: base64 or a data URL of PNG, JPEG or DICOM bytes")
 
@@ -90,6 +99,26 @@ class CompletionResponse(BaseModel):
     rrg: RrgInfo
 
 
+class CompletionStreamChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"] | None = None
+
+
+class CompletionStreamResponse(BaseModel):
+    """One server-sent event of a streamed completion, in OpenAI's chunk format; the first carries `rrg`,
+    and with stream_options.include_usage a last one with no choices carries `usage`."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[CompletionStreamChoice]
+    usage: Usage | None = None
+    rrg: RrgInfo | None = None
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -119,11 +148,14 @@ class APIError(Exception):
     """An error the client caused or must be told about, as an OpenAI error object with a status."""
 
     TYPES: ClassVar[dict[int, str]] = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-             413: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable"}
+             413: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable",
+             504: "timeout_error"}
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
+        self.headers = headers or {}  # e.g. Retry-After on a 429 or 503
 
     def body(self) -> dict:
         kind = self.TYPES.get(self.status, "server_error")

@@ -109,3 +109,40 @@ def test_gradio_page_says_plainly_when_a_file_is_not_an_image(server, tmp_path):
     with pytest.raises(AppError, match="not a PNG, JPEG or DICOM"):
         Client(url, verbose=False).predict(handle_file(str(not_an_image)), api_name="/draft")
     assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+
+
+def test_vllm_streams_deltas_that_add_up_to_the_whole_draft(server, micro_data):
+    url, _ = server
+    client = _client(url)
+    image = base64.b64encode(_images(micro_data, 1)[0].read_bytes()).decode()
+    body = {"image": image, "min_tokens": 12}
+    whole = client.completions.create(model="test-micro-lora", prompt="", max_tokens=16, temperature=0, extra_body=body)
+    chunks = list(client.completions.create(
+        model="test-micro-lora", prompt="", max_tokens=16, temperature=0, stream=True,
+        stream_options={"include_usage": True}, extra_body=body,
+    ))
+    texts = [c.text for chunk in chunks for c in chunk.choices if c.text]
+    assert len(texts) > 1  # vLLM's deltas arrive as they are generated, not as one piece
+    assert "".join(texts).strip() == whole.choices[0].text
+    assert chunks[0].model_extra["rrg"]["neighbors"]
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_logs_never_carry_dicom_patient_tags_or_report_text(server, micro_data, make_dicom):
+    url, gradio_files = server
+    client = _client(url)
+    pixels = load_image(_images(micro_data, 1)[0]).pixels
+    name, patient = "Quixote^Rocinante", "PID-7731-UNIQUE"
+    dicom = make_dicom(pixels, patient_name=name, patient_id=patient)
+    no_pixels = dicom.replace(b"\xe0\x7f\x10\x00", b"\xe0\x7f\x11\x00")
+    drafted = client.completions.create(model="test-micro-lora", prompt="", max_tokens=12, temperature=0,
+                                        extra_body={"image": base64.b64encode(dicom).decode(), "min_tokens": 6})
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model="test-micro-lora", prompt="", max_tokens=12,
+                                  extra_body={"image": base64.b64encode(no_pixels).decode()})
+    log_text = (gradio_files.parent / "server.log").read_text()
+    assert '"event": "draft"' in log_text and '"event": "error"' in log_text  # the requests were logged
+    texts = [drafted.choices[0].text, drafted.model_extra["rrg"]["neighbors"][0]["report"]]
+    assert all(len(text) > 8 for text in texts)
+    for secret in (name, "Quixote", "Rocinante", patient, *texts):
+        assert secret not in log_text

@@ -1,0 +1,255 @@
+"""The OpenAI completions contract beyond a plain draft: streaming, API keys, body and queue limits,
+timeouts, /metrics, the front's micro-batches, and a matrix of bad input after which /health is OK."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import openai
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from rrg.bundle import Bundle
+from rrg.demo import read_manifest
+from rrg.drafting import Drafter
+from rrg.imaging import ImageLimits, load_image
+from serving.app import build_app
+from serving.completions import CompletionService
+from serving.engine import HfEngine
+from serving.front import FrontBatcher
+from serving.limits import ServerLimits
+
+KEY = "sk-test-0123456789"
+MODEL = "test-micro-lora"
+
+
+class GatedEngine(HfEngine):
+    """The real transformers engine, held at a gate the test opens: requests stay in flight until then."""
+
+    def __init__(self, bundle):
+        super().__init__(bundle)
+        self.gate = threading.Event()
+        self.gate.set()
+
+    async def generate(self, prompt_embeds, settings, n, request_id):
+        await asyncio.to_thread(self.gate.wait)
+        return await super().generate(prompt_embeds, settings, n, request_id)
+
+
+@pytest.fixture(scope="module")
+def served(micro_bundle):
+    bundle = Bundle.open(micro_bundle)
+    engine = GatedEngine(bundle)
+    service = CompletionService(
+        bundle, engine, ImageLimits(max_bytes=1_000_000),
+        ServerLimits(max_concurrent=2, max_queue=1, request_timeout=30, retry_after=3),
+    )
+    with TestClient(build_app(service, mount_ui=False, api_key=KEY)) as client:
+        yield client, engine, service
+
+
+@pytest.fixture(scope="module")
+def phantom(micro_data) -> bytes:
+    return (micro_data / read_manifest(micro_data)[2]["image"]).read_bytes()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _post(client, body=None, key: str | None = KEY, **kwargs):
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    return client.post("/v1/completions", json=body, headers=headers, **kwargs)
+
+
+def _openai(client) -> openai.OpenAI:
+    return openai.OpenAI(base_url="http://testserver/v1", api_key=KEY, http_client=client, max_retries=0)
+
+
+def test_the_openai_client_streams_chunks_that_add_up_to_the_draft(served, phantom):
+    client, _, _ = served
+    api = _openai(client)
+    whole = api.completions.create(model=MODEL, prompt="", max_tokens=12, extra_body={"image": _b64(phantom)})
+    chunks = list(api.completions.create(
+        model=MODEL, prompt="", max_tokens=12, stream=True, stream_options={"include_usage": True},
+        extra_body={"image": _b64(phantom)},
+    ))
+    first, last = chunks[0], chunks[-1]
+    assert first.model_extra["rrg"]["neighbors"] and "not for clinical use" in first.model_extra["rrg"]["disclaimer"]
+    assert all(c.object == "text_completion" and c.id == first.id for c in chunks)
+    assert "".join(c.text for chunk in chunks for c in chunk.choices) == whole.choices[0].text
+    finished = [c.finish_reason for chunk in chunks for c in chunk.choices if c.finish_reason]
+    assert finished == [whole.choices[0].finish_reason]
+    assert last.choices == [] and last.usage.completion_tokens == whole.usage.completion_tokens
+    assert last.usage.prompt_tokens == whole.usage.prompt_tokens
+
+
+def test_the_raw_stream_is_server_sent_events_ending_with_done(served, phantom):
+    client, _, _ = served
+    with client.stream("POST", "/v1/completions", headers={"Authorization": f"Bearer {KEY}"},
+                       json={"image": _b64(phantom), "max_tokens": 4, "stream": True}) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in response.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in events) and events[-1] == "data: [DONE]"
+    first = json.loads(events[0].removeprefix("data: "))
+    assert first["choices"][0] == {"index": 0, "text": "", "logprobs": None, "finish_reason": None}
+    assert "usage" not in first  # only with stream_options.include_usage
+
+
+def test_stream_errors_before_the_first_chunk_are_plain_error_responses(served):
+    client, _, _ = served
+    response = _post(client, {"image": _b64(b"not an image"), "stream": True})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "image"
+
+
+def test_sampling_options_seed_n_and_stop(served, phantom):
+    client, _, _ = served
+    body = {"image": _b64(phantom), "max_tokens": 10, "temperature": 1.0, "top_p": 0.9, "seed": 7, "n": 2}
+    first, again = _post(client, body).json(), _post(client, body).json()
+    assert [c["text"] for c in first["choices"]] == [c["text"] for c in again["choices"]]  # same seed, same draws
+    greedy = _post(client, {"image": _b64(phantom), "max_tokens": 10}).json()["choices"][0]["text"]
+    word = greedy.split()[1] if len(greedy.split()) > 1 else greedy
+    stopped = _post(client, {"image": _b64(phantom), "max_tokens": 10, "stop": [word]}).json()["choices"][0]
+    assert word not in stopped["text"] and stopped["finish_reason"] == "stop"
+
+
+def test_api_key_is_required_and_checked(served, phantom):
+    client, _, _ = served
+    missing = _post(client, {"image": _b64(phantom)}, key=None)
+    wrong = _post(client, {"image": _b64(phantom)}, key="sk-wrong")
+    assert missing.status_code == wrong.status_code == 401
+    assert missing.json()["error"]["type"] == "authentication_error" and "Bearer" in missing.json()["error"]["message"]
+    assert wrong.json()["error"]["code"] == "invalid_api_key"
+    assert client.get("/v1/models").status_code == 401
+    assert client.get("/health").status_code == 200 and client.get("/metrics").status_code == 200  # probes stay open
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url="http://testserver/v1", api_key="sk-wrong", http_client=client,
+                      max_retries=0).models.list()
+
+
+def test_a_full_queue_answers_429_with_retry_after_and_admitted_requests_finish(served, phantom):
+    client, engine, service = served
+    engine.gate.clear()
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(_post, client, {"image": _b64(phantom), "max_tokens": 4}) for _ in range(6)]
+            refused = []
+            while len(refused) < 3:  # 2 in flight + 1 waiting are admitted; the other 3 are refused at once
+                refused = [f for f in futures if f.done()]
+            assert service.admission.active == 2 and service.admission.waiting == 1
+            metrics = client.get("/metrics").text
+            assert "rrg_queue_depth 1.0" in metrics and "rrg_requests_in_flight 2.0" in metrics
+            engine.gate.set()
+            responses = [f.result() for f in futures]
+    finally:
+        engine.gate.set()
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200, 200, 200, 429, 429, 429]
+    busy = next(r for r in responses if r.status_code == 429)
+    assert busy.headers["Retry-After"] == "3" and busy.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_a_request_past_the_timeout_is_a_504_and_frees_its_slot(micro_bundle, phantom):
+    bundle = Bundle.open(micro_bundle)
+    engine = GatedEngine(bundle)
+    service = CompletionService(bundle, engine, server_limits=ServerLimits(max_concurrent=1, request_timeout=0.5))
+    with TestClient(build_app(service, mount_ui=False)) as client:
+        engine.gate.clear()
+        try:
+            response = client.post("/v1/completions", json={"image": _b64(phantom), "max_tokens": 4})
+        finally:
+            engine.gate.set()
+        assert response.status_code == 504 and "request timeout of 0.5 s" in response.json()["error"]["message"]
+        assert service.admission.active == 0
+        assert client.post("/v1/completions", json={"image": _b64(phantom), "max_tokens": 4}).status_code == 200
+
+
+def test_metrics_count_requests_stages_and_tokens(served, phantom):
+    client, _, _ = served
+    _post(client, {"image": _b64(phantom), "max_tokens": 5})
+    _post(client, {"image": "%%%"})
+    text = client.get("/metrics").text
+    assert 'rrg_requests_total{route="/v1/completions",status="200"}' in text
+    assert 'rrg_requests_total{route="/v1/completions",status="400"}' in text
+    for stage in ("decode", "vision", "retrieval", "fusion", "generation"):
+        count = next(line for line in text.splitlines() if line.startswith(f'rrg_stage_seconds_count{{stage="{stage}"}}'))
+        assert float(count.split()[-1]) >= 1, stage
+    assert float(next(line for line in text.splitlines() if line.startswith("rrg_generated_tokens_total")).split()[-1]) > 0
+    assert "rrg_request_seconds_bucket" in text and "rrg_front_batch_size_bucket" in text
+
+
+def test_the_front_plans_concurrent_requests_in_one_batch_with_the_same_results(micro_bundle, micro_data):
+    drafter = Drafter(Bundle.open(micro_bundle))
+    images = [load_image(micro_data / r["image"]).pixels for r in read_manifest(micro_data)[:5]]
+    sizes = []
+    front = FrontBatcher(drafter, max_batch=4, max_wait=0.5, on_batch=lambda size, timings: sizes.append(size))
+
+    async def plan_all():
+        try:
+            return await asyncio.gather(*(front.plan(image) for image in images))
+        finally:
+            await front.close()
+
+    planned = asyncio.run(plan_all())
+    assert sizes == [4, 1]
+    alone = drafter.plan(images)
+    for (plan, timings), single in zip(planned, alone):
+        assert [n.id for n in plan.neighbors] == [n.id for n in single.neighbors]
+        torch.testing.assert_close(plan.prompt_embeds, single.prompt_embeds, atol=1e-5, rtol=1e-4)
+        assert set(timings) == {"vision", "retrieval", "fusion"}
+
+
+def test_bad_input_matrix_gets_status_and_type_and_health_stays_ok(served, phantom, make_dicom, micro_data):
+    client, _, _ = served
+    jpeg = next(micro_data.rglob("*.jp*g"), None)
+    jpeg_bytes = jpeg.read_bytes() if jpeg else _jpeg_of(phantom)
+    no_pixels = make_dicom(np.zeros((8, 8), dtype=np.float32)).replace(b"\xe0\x7f\x10\x00", b"\xe0\x7f\x11\x00")
+    big = b"\0" * (50 * 1024 * 1024)
+    image_cases = {
+        "corrupt PNG": (phantom[:40] + b"\xff" * 200 + phantom[240:], 400),
+        "truncated JPEG": (jpeg_bytes[: len(jpeg_bytes) // 3], 400),
+        "text file named .png": (b"Patient notes, not an image.\n", 400),
+        "0 bytes": (b"", 400),
+        "DICOM without pixel data": (no_pixels, 400),
+    }
+    for name, (data, status) in image_cases.items():
+        response = _post(client, {"image": _b64(data)})
+        assert response.status_code == status, (name, response.text)
+        assert response.json()["error"]["type"] == "invalid_request_error", name
+        assert response.json()["error"]["param"] == "image", name
+    requests = {
+        "50 MB upload": ({"json": {"image": _b64(big)}}, 413, "invalid_request_error"),
+        "malformed JSON": ({"content": b'{"image": "abc', "headers": {"content-type": "application/json"}}, 400,
+                           "invalid_request_error"),
+        "wrong types": ({"json": {"image": _b64(phantom), "max_tokens": "many"}}, 400, "invalid_request_error"),
+        "max_tokens over the context": ({"json": {"image": _b64(phantom), "max_tokens": 1_000_000}}, 400,
+                                        "invalid_request_error"),
+        "unknown model": ({"json": {"image": _b64(phantom), "model": "gpt-4"}}, 404, "not_found_error"),
+    }
+    for name, (kwargs, status, kind) in requests.items():
+        headers = {"Authorization": f"Bearer {KEY}", **kwargs.pop("headers", {})}
+        response = client.post("/v1/completions", headers=headers, **kwargs)
+        assert response.status_code == status, (name, response.text[:300])
+        assert response.json()["error"]["type"] == kind, name
+    for key, code in ((None, "missing_api_key"), ("sk-nope", "invalid_api_key")):
+        response = _post(client, {"image": _b64(phantom)}, key=key)
+        assert response.status_code == 401 and response.json()["error"]["code"] == code
+    health = client.get("/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert _post(client, {"image": _b64(phantom), "max_tokens": 4}).status_code == 200
+
+
+def _jpeg_of(png: bytes) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(png)).convert("L").save(buffer, format="JPEG")
+    return buffer.getvalue()
