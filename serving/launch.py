@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,17 +27,18 @@ class ServerFailedError(RuntimeError):
 
 
 @contextmanager
-def running_server(
+def server_process(
     bundle: str | Path, engine: str, log_path: str | Path, kv_cache_gib: int = 1, startup_seconds: float = 420,
-    env: dict[str, str] | None = None,
-) -> Iterator[str]:
-    """The base URL of an `rrg serve` on loopback; on exit it is stopped (SIGINT, then killed).
+    env: dict[str, str] | None = None, options: Sequence[str] = (),
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """The base URL and process of an `rrg serve` on loopback, once healthy; on exit it is stopped
+    (SIGINT, then killed).
 
-    env: variables added to this process's environment for the server.
+    env: variables added to this process's environment for the server; options: more `rrg serve` options.
     """
     port = free_port()
     command = [sys.executable, "-m", "rrg.cli", "serve", "--bundle", str(bundle), "--engine", engine,
-               "--port", str(port), "--kv-cache-gib", str(kv_cache_gib)]
+               "--port", str(port), "--kv-cache-gib", str(kv_cache_gib), *options]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
     log_path = Path(log_path)
     with log_path.open("w") as log:
@@ -45,9 +46,19 @@ def running_server(
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(process, url, log_path, startup_seconds)
-        yield url
+        yield url, process
     finally:
         _stop(process)
+
+
+@contextmanager
+def running_server(
+    bundle: str | Path, engine: str, log_path: str | Path, kv_cache_gib: int = 1, startup_seconds: float = 420,
+    env: dict[str, str] | None = None, options: Sequence[str] = (),
+) -> Iterator[str]:
+    """The base URL of an `rrg serve` on loopback (`server_process` without the process)."""
+    with server_process(bundle, engine, log_path, kv_cache_gib, startup_seconds, env, options) as (url, _):
+        yield url
 
 
 def _wait_healthy(process: subprocess.Popen, url: str, log_path: Path, startup_seconds: float) -> None:
