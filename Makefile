@@ -23,6 +23,15 @@ install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
 		{ echo "installing uv with pip"; python3 -m pip install --quiet uv; }
 	$(UV) sync --frozen $(EXTRAS)
+	@# The page's browser test drives Debian's Chromium: add it where we may, else say so.
+	@test -x /usr/bin/chromium || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing Chromium for the browser test (Debian's chromium)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+				|| echo "warning: could not install Chromium; the browser test will fail (RRG_SKIP_BROWSER=1 skips it)"; \
+		else \
+			echo "warning: no /usr/bin/chromium; the browser test will fail (RRG_SKIP_BROWSER=1 skips it)"; \
+		fi; }
 	@# METEOR (rrg-eval) runs coco-caption's Java jar: add a Java runtime where we may, else say so.
 	@command -v java >/dev/null 2>&1 || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

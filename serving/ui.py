@@ -1,11 +1,13 @@
 """The Gradio page: upload an X-ray, read the machine draft beside the reports it leaned on.
 
 It calls the same `CompletionService` as the API, so the page and `POST /v1/completions` draft the
-same way. A bad file gets a plain message, never a stack trace.
+same way. A bad file gets a plain message, never a stack trace. The draft can be edited, copied, and
+downloaded as a .txt whose first line says it is a machine draft, not for clinical use.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import gradio as gr
@@ -17,6 +19,7 @@ from serving.heatmap import clue_overlay
 from serving.protocol import APIError
 
 DRAFT_TOKENS = 128
+DRAFT_FILE_NAME = "rrg-machine-draft.txt"
 
 
 def banner(service: CompletionService) -> str:
@@ -29,6 +32,23 @@ def banner(service: CompletionService) -> str:
          "research and engineering only."),
     ]
     return "\n".join(lines)
+
+
+def draft_file_script(notice: str) -> str:
+    """Browser code that saves the draft box's current text, edits included, as a .txt file whose
+    first line is the notice.
+
+    The browser builds the file itself: the server writes no copy of the report, and the file
+    always holds what the box holds at the click, with no round trip that an edit could race.
+    """
+    return f"""(draft) => {{
+        const link = document.createElement("a");
+        const file = new Blob([{json.dumps(notice)} + "\\n\\n" + (draft ?? "")], {{type: "text/plain;charset=utf-8"}});
+        link.href = URL.createObjectURL(file);
+        link.download = {json.dumps(DRAFT_FILE_NAME)};
+        link.click();
+        setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+    }}"""
 
 
 def _preview(pixels: np.ndarray) -> np.ndarray:
@@ -63,19 +83,21 @@ def build_ui(service: CompletionService) -> gr.Blocks:
         gr.Markdown(banner(service))
         with gr.Row():
             with gr.Column(scale=1):
-                upload = gr.File(label="X-ray: PNG, JPEG or DICOM", type="filepath")
+                upload = gr.File(label="X-ray: PNG, JPEG or DICOM", type="filepath", elem_id="upload")
                 button = gr.Button("Draft the report", variant="primary")
-                preview = gr.Image(label="The image as decoded", interactive=False, type="numpy")
+                preview = gr.Image(label="The image as decoded", interactive=False, type="numpy", height=320)
             with gr.Column(scale=2):
                 text = gr.Textbox(
                     label="Machine draft (editable; not for clinical use)", lines=8, interactive=True,
-                    buttons=["copy"],
+                    buttons=["copy"], elem_id="draft",
                 )
-                findings = gr.Label(label="Predicted findings (probability)", num_top_classes=6)
+                download = gr.Button("Download the draft (.txt)", size="sm")
+                # no heading: the top label in large type would read as a diagnosis
+                findings = gr.Label(label="Predicted findings (probability)", num_top_classes=6, show_heading=False)
                 suggested = gr.Textbox(label="Findings named in the prompt (above the bundle's thresholds)")
                 neighbors = gr.Dataframe(
                     headers=["prior study", "distance", "report"], label="Retrieved prior reports",
-                    interactive=False, wrap=True,
+                    interactive=False, wrap=True, column_widths=["20%", "14%", "66%"], elem_id="neighbors",
                 )
                 clues = gr.Gallery(
                     label="Disease clues the model selected, and where on the image each one looked",
@@ -84,4 +106,5 @@ def build_ui(service: CompletionService) -> gr.Blocks:
         gr.Markdown(f"<small>{service.notice}</small>")
         button.click(draft, inputs=[upload], outputs=[preview, text, findings, neighbors, suggested, clues],
                      api_name="draft")
+        download.click(None, inputs=[text], js=draft_file_script(service.notice))  # in the browser only
     return page
