@@ -158,6 +158,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     bundle = Path(args.bundle) if args.bundle else ensure_demo_bundle(args)
     serve(bundle, host=args.host, port=args.port, engine=args.engine, kv_cache_gib=args.kv_cache_gib,
+          engine_url=args.engine_url, engine_api_key=args.engine_api_key or os.environ.get("VLLM_API_KEY") or None,
           api_key=args.api_key or os.environ.get("RRG_API_KEY") or None,
           max_upload_mb=args.max_upload_mb, max_concurrent=args.max_concurrent, max_queue=args.max_queue,
           request_timeout=args.request_timeout, front_batch=args.front_batch, front_wait_ms=args.front_wait_ms)
@@ -227,8 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--bundle", help="a trained bundle (default: the demo bundle, built if missing)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--engine", choices=["vllm", "hf"], default="vllm",
-                       help="vllm (default) or hf, the transformers fallback")
+    serve.add_argument("--engine", choices=["vllm", "hf", "remote"], default="vllm",
+                       help="vllm (default, in process), hf (the transformers fallback) or remote (a separate "
+                            "`vllm serve`, at --engine-url)")
+    serve.add_argument("--engine-url", help="with --engine remote: the vLLM server (http://HOST:PORT)")
+    serve.add_argument("--engine-api-key", help="with --engine remote: the vLLM server's API key (default: $VLLM_API_KEY)")
     serve.add_argument("--kv-cache-gib", type=int, help="vLLM's KV cache size on CPU, in whole GiB (default 1)")
     serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/ routes (default: $RRG_API_KEY; "
                                          "none: open, for loopback use)")

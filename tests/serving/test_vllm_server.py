@@ -4,6 +4,10 @@ official OpenAI client and with Gradio's client, as users call it."""
 from __future__ import annotations
 
 import base64
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -146,3 +150,50 @@ def test_logs_never_carry_dicom_patient_tags_or_report_text(server, micro_data, 
     assert all(len(text) > 8 for text in texts)
     for secret in (name, "Quixote", "Rocinante", patient, *texts):
         assert secret not in log_text
+
+
+@pytest.fixture(scope="module")
+def remote_front(micro_bundle, tmp_path_factory):
+    """vLLM's own OpenAI server with the micro bundle's model and adapter, and `rrg serve --engine remote`
+    in front of it; the front's URL."""
+    from serving.launch import free_port, server_process, wait_until_healthy
+    from serving.remote_engine import vllm_serve_command
+
+    folder = tmp_path_factory.mktemp("remote")
+    port = free_port()
+    command = vllm_serve_command(Bundle.open(micro_bundle), port=port, cpu=True, python=sys.executable)
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
+    with (folder / "vllm.log").open("w") as log:
+        vllm = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        wait_until_healthy(vllm, f"http://127.0.0.1:{port}", folder / "vllm.log", 420)
+        with server_process(micro_bundle, "remote", folder / "front.log",
+                            options=["--engine-url", f"http://127.0.0.1:{port}"]) as (url, _):
+            yield url
+    except ServerFailedError as error:
+        pytest.fail(str(error))
+    finally:
+        os.killpg(vllm.pid, signal.SIGINT)
+        try:
+            vllm.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(vllm.pid, signal.SIGKILL)
+
+
+def test_remote_engine_drafts_through_vllms_own_server_as_the_in_process_engine(server, remote_front, micro_data):
+    url, _ = server
+    in_process, remote = _client(url), _client(remote_front)
+    assert remote.models.retrieve("test-micro-lora").id == "test-micro-lora"
+    for path in _images(micro_data, 4):
+        body = {"image": base64.b64encode(path.read_bytes()).decode(), "min_tokens": 12}
+        here = in_process.completions.create(model="test-micro-lora", prompt="", max_tokens=16, temperature=0,
+                                             extra_body=body)
+        there = remote.completions.create(model="test-micro-lora", prompt="", max_tokens=16, temperature=0,
+                                          extra_body=body)
+        assert there.choices[0].text == here.choices[0].text
+        assert there.usage == here.usage
+        assert there.model_extra["rrg"]["neighbors"] == here.model_extra["rrg"]["neighbors"]
+    chunks = list(remote.completions.create(model="test-micro-lora", prompt="", max_tokens=16, temperature=0,
+                                            stream=True, extra_body=body))
+    assert "".join(c.text for chunk in chunks for c in chunk.choices).strip() == there.choices[0].text
+    assert httpx.get(f"{remote_front}/health", timeout=10).json()["engine"] == "remote"
