@@ -25,7 +25,7 @@ What the cones miss: neighbours in other directions. A row whose neighbourhood s
 cluster structure the nearest rows to a point near the boundary are the most central rows, whatever
 their direction. Embeddings where a row's neighbours are rows of its own cluster (the hyperbolic
 retriever is trained to put studies of the same label status together) have them in the first few
-cones. bench/retrieval.py measures both at 270k x 512 with 520 lists: recall@10 0.969 on clustered
+cones. bench/retrieval_search.py measures both at 270k x 512 with 520 lists: recall@10 0.969 on clustered
 points with 1 to 16 lists probed (all misses are the 2 of 64 queries from a cluster near the
 origin, whose rows lie in every direction), 0.044 on uniformly random points with 8 probed.
 Where recall must be 1, use HyperbolicIndex.

@@ -24,7 +24,7 @@ same queries as the exact index; recall@k is the fraction of the exact top-k ids
 recall >= 0.95 at >= 5x over the exact index on the clustered set. Also prints a probes sweep and
 the bytes each reference costs.
 
-    uv run python bench/retrieval.py [--references 270000] [--dim 512] [--queries 64] [--k 10]
+    uv run python bench/retrieval_search.py [--references 270000] [--dim 512] [--queries 64] [--k 10]
         [--lists sqrt(N)] [--probes 8] [--sweep 1,2,4,16,32] [--clusters 1000] [--spread 0.25]
         [--clustered-brute-force-queries 4]
 """
@@ -35,17 +35,13 @@ import argparse
 import gc
 import json
 import math
-import sys
 import time
-from pathlib import Path
 
 import geoopt
 import numpy as np
 import torch
 from tqdm import tqdm
 
-# This file is bench/retrieval.py: drop bench/ from the path so that `retrieval` is our package.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 from retrieval.hyperbolic_index import HyperbolicIndex
 from retrieval.hyperbolic_ivf import DEFAULT_PROBES, HyperbolicIVFIndex, default_lists
 
