@@ -18,6 +18,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from retrieval.faiss_device import on_cpu, to_gpus
 from retrieval.reference_reports import (
     META_FILE,
     REPORTS_FILE,
@@ -67,6 +68,10 @@ class CosineIndex:
 
     def __len__(self) -> int:
         return self._index.ntotal
+
+    def to_gpus(self) -> None:
+        """Search on every visible GPU from now on (retrieval/faiss_device.py)."""
+        self._index = to_gpus(self._index)
 
     def add(self, embeddings: np.ndarray, ids: Sequence[str], reports: Sequence[str]) -> None:
         """Append rows (N, dim); each id must be new to the index."""
@@ -142,7 +147,7 @@ class CosineIndex:
         """Write index.faiss, reports.jsonl and index.json into `folder` (created if needed)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(self._index, str(folder / INDEX_FILE))
+        faiss.write_index(on_cpu(self._index), str(folder / INDEX_FILE))
         self._table.save(folder)
         write_index_meta(folder, {"kind": self.kind, "dim": self.dim, "count": len(self)})
 

@@ -35,6 +35,7 @@ import geoopt
 import numpy as np
 import torch
 
+from retrieval.faiss_device import to_gpus
 from retrieval.reference_reports import (
     META_FILE,
     REPORTS_FILE,
@@ -175,6 +176,13 @@ class HyperbolicIndex(PoincareRows):
     def __init__(self, dim: int, curvature: float = DEFAULT_CURVATURE):
         super().__init__(dim, curvature)
         self._shells: dict[int, _Shell] = {}
+        self._on_gpus = False
+
+    def to_gpus(self) -> None:
+        """Search on every visible GPU from now on, shells added later too (retrieval/faiss_device.py)."""
+        for shell in self._shells.values():
+            shell.index = to_gpus(shell.index)
+        self._on_gpus = True
 
     @classmethod
     def build(
@@ -204,7 +212,11 @@ class HyperbolicIndex(PoincareRows):
         bands = np.floor(np.log(lifted[:, 0]) / math.log(_SHELL_RATIO)).astype(int)
         for band in np.unique(bands):
             chosen = bands == band
-            self._shells.setdefault(int(band), _Shell(self.dim)).add(lifted[chosen], rows[chosen])
+            if int(band) not in self._shells:
+                shell = self._shells[int(band)] = _Shell(self.dim)
+                if self._on_gpus:
+                    shell.index = to_gpus(shell.index)
+            self._shells[int(band)].add(lifted[chosen], rows[chosen])
 
     def search(
         self, queries: np.ndarray, k: int, exclude_ids: Sequence[str | None] | None = None

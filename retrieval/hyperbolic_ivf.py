@@ -170,6 +170,10 @@ class HyperbolicIVFIndex(PoincareRows):
         self._points = np.concatenate([self._points, points])
         self._table.append(ids, reports)
 
+    def to_gpus(self) -> None:
+        """Not offered: the IVF variant's per-query probe settings are CPU FAISS's."""
+        raise ValueError("retrieval.device 'gpu' covers the exact indexes (cosine, hyperbolic), not the hyperbolic IVF")
+
     def search(
         self, queries: np.ndarray, k: int, exclude_ids: Sequence[str | None] | None = None
     ) -> list[list[Neighbor]]:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from retrieval.cosine_index import CosineIndex
+from retrieval.faiss_device import DEVICES
 from retrieval.hyperbolic_index import HyperbolicIndex
 from retrieval.hyperbolic_ivf import HyperbolicIVFIndex
 from retrieval.reference_reports import META_FILE
@@ -27,6 +28,11 @@ def index_kind(folder: str | Path) -> str:
     return kind
 
 
-def open_index(folder: str | Path) -> CosineIndex | HyperbolicIndex | HyperbolicIVFIndex:
-    """The index saved in `folder`, of whichever kind it is."""
-    return INDEX_KINDS[index_kind(folder)].load(folder)
+def open_index(folder: str | Path, device: str = "cpu") -> CosineIndex | HyperbolicIndex | HyperbolicIVFIndex:
+    """The index saved in `folder`, of whichever kind it is, searching on `device` ("cpu" or "gpu")."""
+    if device not in DEVICES:
+        raise ValueError(f"index device must be one of {', '.join(DEVICES)}, got {device!r}")
+    index = INDEX_KINDS[index_kind(folder)].load(folder)
+    if device == "gpu":
+        index.to_gpus()
+    return index

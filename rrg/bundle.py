@@ -166,7 +166,7 @@ class Bundle:
         kind = self.config.retrieval.kind
         if index_kind(self.path / INDEX) != kind:
             raise BundleError(f"{self.path / INDEX} holds a {index_kind(self.path / INDEX)} index, but the config says {kind}")
-        index = open_index(self.path / INDEX)
+        index = open_index(self.path / INDEX, self.config.retrieval.device)
         if kind == "cosine":
             return ReferenceRetriever(index)
         enhancer = new_enhancer(self.config.retrieval)

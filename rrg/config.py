@@ -46,12 +46,15 @@ class RetrievalConfig:
     curvature: float = 0.01  # REVTAF's c (hyperbolic only)
     hidden: int = 512  # the LRE's layer widths, 75 -> hidden -> dim (REVTAF: 512, 512)
     dim: int = 512
+    device: str = "cpu"  # where the served index searches: "cpu", or "gpu" (faiss-gpu, every visible GPU)
 
     def __post_init__(self):
         if self.kind not in RETRIEVAL_KINDS:
             raise ValueError(f"retrieval.kind must be one of {', '.join(RETRIEVAL_KINDS)}, got {self.kind!r}")
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
             raise ValueError(f"retrieval.k must be a positive integer, got {self.k!r}")
+        if self.device not in ("cpu", "gpu"):
+            raise ValueError(f"retrieval.device must be cpu or gpu, got {self.device!r}")
 
 
 @dataclass(frozen=True)
