@@ -52,8 +52,14 @@ demo-data: install
 serve: install
 	$(UV) run --frozen $(EXTRAS) rrg serve --engine $(ENGINE) --host $(HOST) --port $(PORT)
 
+# Every benchmark in bench/, their tables collected in bench/results.md (progress goes to the terminal).
 bench: install
-	for script in bench/*.py; do $(UV) run --frozen $(EXTRAS) python $$script || exit 1; done
+	@{ echo "# rrg benchmarks"; echo; echo "Written by \`make bench\` on $$(date -u +%Y-%m-%d) on $$(nproc) cores."; } > bench/results.md.partial
+	@for script in bench/*.py; do \
+		echo "make bench: $$script"; \
+		{ echo; echo "## $$script"; echo; $(UV) run --frozen $(EXTRAS) python $$script; } >> bench/results.md.partial || exit 1; \
+	done
+	@mv bench/results.md.partial bench/results.md && echo "make bench: wrote bench/results.md"
 
 lint: install
 	$(UV) run --frozen $(EXTRAS) ruff check .
