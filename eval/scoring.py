@@ -95,7 +95,6 @@ def score_records(
     metrics |= clinical_efficacy(*labels[main])
     nlg, per_report, not_computed = nlg_metrics(predictions, references)
     metrics |= {key: nlg[key] for key in NLG_KEYS if key in nlg}
-    not_computed = dict(not_computed)
     if data is not None:
         try:
             metrics |= retrieval_quality(records, data)
