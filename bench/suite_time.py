@@ -36,6 +36,11 @@ def main() -> int:
     print(f"| share of CI's 90-minute limit | {seconds / CI_LIMIT_SECONDS:.2f} |")
     print(f"| pytest says | {counts[-1] if counts else 'no summary line'} |")
     print(f"| exit status | {run.returncode} |")
+    failed = [line for line in run.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    for line in failed:
+        print(f"\n{line}")
+    if run.returncode:
+        print("\n```\n" + run.stdout[-6000:] + "\n```")  # the tail, to see why
     return run.returncode
 
 
