@@ -156,8 +156,6 @@ def meteor_score(
     prepared: bool = False,
     *,
     dataset: str = "iu_xray",
-    scorer: MeteorScorer | None = None,
 ) -> dict[str, float]:
-    """{"nlg/meteor": corpus METEOR}, from `scorer` or this process's shared one."""
-    pairs = tokenized_pairs(predictions, references, prepared, dataset)
-    return {"nlg/meteor": (scorer or shared_scorer()).score_tokens(pairs)[0]}
+    """{"nlg/meteor": corpus METEOR}, from this process's shared jar."""
+    return {"nlg/meteor": shared_scorer().score_tokens(tokenized_pairs(predictions, references, prepared, dataset))[0]}

@@ -24,7 +24,7 @@ from eval.clinical import clinical_efficacy, example_f1, per_label_scores
 from eval.html_report import write_report
 from eval.labeler import RulesLabeler
 from eval.meteor import MeteorUnavailable, shared_scorer
-from eval.nlg import bleu_scores, rouge_l_score, sentence_bleu4, tokenized_pairs
+from eval.nlg import bleu_scores, prepare_report, rouge_l_score, sentence_bleu4, tokenized_pairs
 from eval.retrieval_quality import retrieval_quality
 from prompts.vocabulary import CHEXBERT_LABELS
 
@@ -44,17 +44,20 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def nlg_metrics(predictions: Sequence[str], references: Sequence[str]) -> tuple[dict, dict, dict]:
     """(corpus NLG metrics, per-report NLG scores by name, {metric: why it was not computed})."""
-    metrics = bleu_scores(predictions, references) | rouge_l_score(predictions, references)
-    cider = cider_scores(predictions, references)
+    # R2Gen's cleaning once per report, not once per metric: every scorer below takes the prepared text.
+    predictions = [prepare_report(p) for p in predictions]
+    references = [prepare_report(r) for r in references]
+    metrics = bleu_scores(predictions, references, prepared=True) | rouge_l_score(predictions, references, prepared=True)
+    cider = cider_scores(predictions, references, prepared=True)
     metrics["nlg/cider"] = sum(cider) / len(cider)
     per_report = {
-        "bleu4": [sentence_bleu4(p, r) for p, r in zip(predictions, references)],
+        "bleu4": [sentence_bleu4(p, r, prepared=True) for p, r in zip(predictions, references)],
         "cider": cider,
     }
     not_computed = {}
     try:
         metrics["nlg/meteor"], per_report["meteor"] = shared_scorer().score_tokens(
-            tokenized_pairs(predictions, references)
+            tokenized_pairs(predictions, references, prepared=True)
         )
     except MeteorUnavailable as error:
         not_computed["nlg/meteor"] = str(error)
