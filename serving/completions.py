@@ -228,15 +228,16 @@ class CompletionService:
         """Server-sent events: checks, decoding and the front run first, so their errors are plain
         responses; then the first chunk (with `rrg`), the engine's deltas, optional usage, [DONE]."""
         request_id = uuid.uuid4().hex[:16]
-        slot = self.admission.slot()
-        await slot.__aenter__()
+        # The slot outlives this call: the stream below releases it when it ends.
+        await self.admission.acquire()
         try:
             async with asyncio.timeout(self.server_limits.request_timeout):
                 prepared = await self._prepare(data, settings, request.instruction(), request_id)
-        except BaseException as error:
-            await slot.__aexit__(type(error), error, error.__traceback__)
-            if isinstance(error, TimeoutError):
-                raise self._timeout() from None
+        except TimeoutError:
+            self.admission.release()
+            raise self._timeout() from None
+        except BaseException:
+            self.admission.release()
             raise
         deadline = prepared.started + self.server_limits.request_timeout
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
@@ -274,7 +275,7 @@ class CompletionService:
             except EngineError as error:
                 yield event(APIError(503, f"The engine is not available: {error}").body())
             finally:
-                await slot.__aexit__(None, None, None)
+                self.admission.release()
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream",

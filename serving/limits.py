@@ -49,9 +49,9 @@ class Admission:
         self.waiting = 0
         self._slots: asyncio.Semaphore | None = None
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold a slot for one request; a 429 with Retry-After when slots and queue are full."""
+    async def acquire(self) -> None:
+        """Take a slot for one request, waiting in the queue if need be; a 429 with Retry-After when
+        slots and queue are full. Every acquire needs its `release`."""
         if self._slots is None:  # made in the serving loop, on first use
             self._slots = asyncio.Semaphore(self.limits.max_concurrent)
         if self.active + self.waiting >= self.limits.max_concurrent + self.limits.max_queue:
@@ -68,8 +68,16 @@ class Admission:
         finally:
             self.waiting -= 1
         self.active += 1
+
+    def release(self) -> None:
+        self.active -= 1
+        self._slots.release()
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """A slot held for the block (`acquire` and `release` around it)."""
+        await self.acquire()
         try:
             yield
         finally:
-            self.active -= 1
-            self._slots.release()
+            self.release()
