@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -90,13 +91,19 @@ def test_other_files_are_refused_with_what_was_expected(tmp_path, content, words
         read_checkpoint(tmp_path / "garbage.pth")
 
 
-def test_rrg_eval_scores_with_chexbert_and_names_it_everywhere(tiny_checkpoint, tmp_path, capsys):
-    path, _ = tiny_checkpoint
-    predictions = tmp_path / "p.jsonl"
-    predictions.write_text("".join(
+def _two_predictions(folder: Path) -> Path:
+    """A predictions file of two reports, for rrg-eval's score-only mode."""
+    path = folder / "p.jsonl"
+    path.write_text("".join(
         json.dumps({"id": str(i), "prediction": p, "reference": r}) + "\n"
         for i, (p, r) in enumerate([("No effusion.", "Small effusion."), ("Cardiomegaly.", "Normal heart.")])
     ))
+    return path
+
+
+def test_rrg_eval_scores_with_chexbert_and_names_it_everywhere(tiny_checkpoint, tmp_path, capsys):
+    path, _ = tiny_checkpoint
+    predictions = _two_predictions(tmp_path)
     out = tmp_path / "out"
     assert main(["--predictions", str(predictions), "--labeler", "chexbert", "--chexbert-weights", str(path),
                  "--out", str(out), "--quiet"]) == 0
@@ -117,11 +124,7 @@ def test_chexbert_without_weights_is_a_usage_error(tmp_path, capsys):
 
 def test_both_labelers_label_every_report_and_are_scored_side_by_side(tiny_checkpoint, tmp_path, capsys):
     path, _ = tiny_checkpoint
-    predictions = tmp_path / "p.jsonl"
-    predictions.write_text("".join(
-        json.dumps({"id": str(i), "prediction": p, "reference": r}) + "\n"
-        for i, (p, r) in enumerate([("No effusion.", "Small effusion."), ("Cardiomegaly.", "Normal heart.")])
-    ))
+    predictions = _two_predictions(tmp_path)
     out = tmp_path / "out"
     assert main(["--predictions", str(predictions), "--labeler", "both", "--chexbert-weights", str(path),
                  "--out", str(out), "--quiet"]) == 0
