@@ -81,9 +81,9 @@ def _generate(args: argparse.Namespace) -> tuple[list[dict], list[dict], dict, s
             source["max_tokens"] = args.max_tokens
     log = PredictionLog(args.out, source)
     pending = [s for s in studies if s.id not in log.finished]
-    if len(pending) < len(studies):
-        _log(f"resuming: {len(studies) - len(pending)} of {len(studies)} predictions already in {log.path}")
     done = len(studies) - len(pending)
+    if done:
+        _log(f"resuming: {done} of {len(studies)} predictions already in {log.path}")
     if pending and args.baseline == "majority":
         log.append(generation.majority_predictions(data, pending))
     elif pending and args.server:
