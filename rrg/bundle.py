@@ -34,7 +34,7 @@ from prompts.vocabulary import MEDKLIP_ENTITIES
 from retrieval.index_files import index_kind, open_index
 from retrieval.lre import RetrievalEnhancer
 from rrg.config import ModelConfig, RetrievalConfig
-from rrg.generator import PromptEmbedder, load_llm, torch_dtype, with_saved_lora
+from rrg.generator import PromptEmbedder, load_llm, torch_dtype, with_merged_lora
 from rrg.prompt_texts import PROMPTS, PromptTextEncodings, uses_text_prompts
 from rrg.references import ReferenceRetriever
 from rrg.vision import FindingHeads, VisionEncoder
@@ -189,9 +189,20 @@ class Bundle:
         return PromptEmbedder(self.load_tokenizer(), self.load_token_embedding(), self.config.prompt)
 
     def load_generator(self) -> nn.Module:
-        """The language model with the bundle's LoRA adapter, for transformers generation."""
+        """The language model with the bundle's LoRA adapter merged into its weights, for transformers
+        generation."""
         base = load_llm(self.llm_path, self.config.generator.dtype)
-        return with_saved_lora(base, self.lora_path).to(torch_dtype(self.config.generator.dtype))
+        return with_merged_lora(base, self.lora_path).to(torch_dtype(self.config.generator.dtype))
+
+    def write_merged_llm(self, folder: str | Path) -> Path:
+        """The language model with the adapter merged in, saved in Hugging Face format with the tokenizer
+        into `folder`: for an engine that serves the bundle without LoRA."""
+        folder = Path(folder)
+        self.load_generator().save_pretrained(folder)
+        for source in self.llm_path.iterdir():  # the tokenizer and anything else save_pretrained does not write
+            if source.is_file() and not source.name.endswith(".safetensors") and not (folder / source.name).exists():
+                shutil.copy2(source, folder / source.name)
+        return folder
 
     def lora_name(self) -> str:
         """The adapter's name as engines and /v1/models show it."""

@@ -161,7 +161,8 @@ def _serve(args: argparse.Namespace) -> int:
           engine_url=args.engine_url, engine_api_key=args.engine_api_key or os.environ.get("VLLM_API_KEY") or None,
           api_key=args.api_key or os.environ.get("RRG_API_KEY") or None,
           max_upload_mb=args.max_upload_mb, max_concurrent=args.max_concurrent, max_queue=args.max_queue,
-          request_timeout=args.request_timeout, front_batch=args.front_batch, front_wait_ms=args.front_wait_ms)
+          request_timeout=args.request_timeout, front_batch=args.front_batch, front_wait_ms=args.front_wait_ms,
+          lora=args.lora)
     return 0
 
 
@@ -234,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--engine-url", help="with --engine remote: the vLLM server (http://HOST:PORT)")
     serve.add_argument("--engine-api-key", help="with --engine remote: the vLLM server's API key (default: $VLLM_API_KEY)")
     serve.add_argument("--kv-cache-gib", type=int, help="vLLM's KV cache size on CPU, in whole GiB (default 1)")
+    serve.add_argument("--lora", choices=["auto", "adapter", "merged"], default="auto",
+                       help="how the vllm engine applies the LoRA adapter: as a LoRARequest with each request "
+                            "(adapter), or merged into a copy of the base weights at start (merged); auto "
+                            "(default): adapter on a GPU, merged on CPU, where vLLM's LoRA ops are slow")
     serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/ routes (default: $RRG_API_KEY; "
                                          "none: open, for loopback use)")
     serve.add_argument("--max-upload-mb", type=float, default=32, help="largest image file accepted, in MiB (default 32)")

@@ -73,9 +73,12 @@ def with_new_lora(model: MistralForCausalLM, config: GeneratorConfig) -> PeftMod
     return get_peft_model(model, lora)
 
 
-def with_saved_lora(model: MistralForCausalLM, path: str | Path) -> PeftModel:
-    """The model with a saved PEFT adapter, for inference."""
-    return PeftModel.from_pretrained(model, str(path)).eval()
+def with_merged_lora(model: MistralForCausalLM, path: str | Path) -> MistralForCausalLM:
+    """The model with a saved PEFT adapter folded into its weights, for inference without extra matmuls.
+
+    LoRA (Hu et al. 2021), Eq. 3: h = W0 x + (alpha / r) B A x; merged, W = W0 + (alpha / r) B A.
+    """
+    return PeftModel.from_pretrained(model, str(path)).merge_and_unload().eval()
 
 
 # --- prompts -------------------------------------------------------------------------------------

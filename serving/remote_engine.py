@@ -24,7 +24,7 @@ import torch
 
 from rrg.bundle import Bundle
 from rrg.generator import Generation, SamplingSettings
-from serving.engine import Delta, EngineError, EngineInfo
+from serving.engine import Delta, EngineError, engine_info
 
 
 def vllm_serve_command(
@@ -63,7 +63,7 @@ class RemoteEngine:
     def __init__(self, bundle: Bundle, url: str, api_key: str | None = None, timeout: float = 600.0):
         base = url.rstrip("/")
         self.url = base if base.endswith("/v1") else base + "/v1"
-        self.info = EngineInfo("remote", bundle.config.name, bundle.lora_name(), bundle.config.generator.max_positions)
+        self.info = engine_info("remote", bundle, "adapter")
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = timeout
         self._client: httpx.AsyncClient | None = None

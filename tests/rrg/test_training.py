@@ -58,6 +58,28 @@ def test_bundle_save_and_load_round_trip_exactly(micro_bundle, micro_data, tmp_p
     assert [n.id for n in first.neighbors] == [n.id for n in second.neighbors]
 
 
+def test_merged_lora_gives_the_adapters_logits_and_saves_a_loadable_model(micro_bundle, tmp_path):
+    from peft import PeftModel
+
+    from rrg.generator import load_llm
+
+    bundle = Bundle.open(micro_bundle)
+    dtype = bundle.config.generator.dtype
+    with_adapter = PeftModel.from_pretrained(load_llm(bundle.llm_path, dtype), str(bundle.lora_path)).eval()
+    merged = bundle.load_generator()
+    assert not any("lora" in name for name, _ in merged.named_parameters())  # no adapter matmuls left
+    ids = torch.tensor([[1, 5, 9, 14, 3, 7]])
+    with torch.no_grad():
+        expected = with_adapter(input_ids=ids).logits
+        assert torch.allclose(merged(input_ids=ids).logits, expected, atol=1e-5)
+        # the adapter changes the logits, so the comparison above sees it
+        assert not torch.allclose(load_llm(bundle.llm_path, dtype)(input_ids=ids).logits, expected, atol=1e-3)
+    folder = bundle.write_merged_llm(tmp_path / "merged")
+    assert {"config.json", "tokenizer.json", "model.safetensors"} <= {p.name for p in folder.iterdir()}
+    with torch.no_grad():
+        assert torch.allclose(load_llm(folder, dtype)(input_ids=ids).logits, expected, atol=1e-5)
+
+
 def test_training_resumes_after_kill_and_reproduces_the_uninterrupted_bundle(micro_bundle, micro_data, tmp_path):
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "rrg.cli", "-q", "train", "--data", str(micro_data), "--out", str(out),

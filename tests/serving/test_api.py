@@ -135,6 +135,7 @@ def test_models_list_the_base_and_its_lora_adapter(client):
 def test_health_reports_the_engine(client):
     response = client.get("/health")
     assert response.status_code == 200 and response.json()["engine"] == "hf"
+    assert response.json()["lora"] == "merged"  # transformers generates with the adapter merged in
 
 
 def test_rrg_serve_refuses_a_folder_that_is_not_a_bundle(tmp_path):

@@ -181,7 +181,10 @@ def remote_front(micro_bundle, tmp_path_factory):
 
 
 def test_remote_engine_drafts_through_vllms_own_server_as_the_in_process_engine(server, remote_front, micro_data):
+    """vLLM's own server applies the adapter as a LoRARequest; the in-process engine here serves it
+    merged into the weights (the CPU default): the greedy drafts agree."""
     url, _ = server
+    assert httpx.get(f"{url}/health", timeout=10).json()["lora"] == "merged"
     in_process, remote = _client(url), _client(remote_front)
     assert remote.models.retrieve("test-micro-lora").id == "test-micro-lora"
     for path in _images(micro_data, 4):
