@@ -129,7 +129,7 @@ class HfEngine:
 
 
 def resolve_lora_mode(mode: str) -> str:
-    """"adapter" or "merged" for a `--lora` choice; "auto" is "adapter" on a GPU and "merged" on CPU."""
+    """The mode a `--lora` choice means: "auto" is "adapter" on a GPU and "merged" on CPU."""
     if mode not in LORA_MODES:
         raise ValueError(f"lora must be one of {', '.join(LORA_MODES)}, not {mode!r}")
     if mode == "auto":

@@ -42,7 +42,7 @@ def test_lora_auto_is_the_adapter_on_a_gpu_and_merged_weights_on_cpu(monkeypatch
         resolve_lora_mode("fused")
 
 
-def test_adapter_mode_sends_a_lora_request_and_merged_mode_serves_merged_weights(micro_bundle, monkeypatch, tmp_path):
+def test_adapter_mode_enables_vllms_lora_and_merged_mode_loads_the_merged_weights(micro_bundle, monkeypatch, tmp_path):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     bundle = Bundle.open(micro_bundle)
     adapter = VllmEngine(bundle, lora="adapter")
