@@ -27,8 +27,11 @@ from rrg.paths import demo_data_dir
 from serving.launch import running_server
 
 
-def _percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+def percentile(values: list[float], q: int) -> float:
+    """The q-th percentile of `values` (statistics' inclusive method; the value itself for one, nan for none)."""
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 def measure(bundle: Path, engine: str, images: list[bytes], tokens: int, warmup: int) -> dict:
@@ -50,8 +53,8 @@ def measure(bundle: Path, engine: str, images: list[bytes], tokens: int, warmup:
         "engine": engine,
         "requests": len(latencies),
         "tokens_per_draft": statistics.mean(generated),
-        "p50_s": _percentile(latencies, 50),
-        "p95_s": _percentile(latencies, 95),
+        "p50_s": percentile(latencies, 50),
+        "p95_s": percentile(latencies, 95),
         "mean_s": statistics.mean(latencies),
     }
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import statistics
 import sys
 import tempfile
 import threading
@@ -20,18 +19,13 @@ import time
 from pathlib import Path
 
 import openai
+from latency import percentile  # bench/latency.py, beside this script
 
 from eval.labeler import RULES_LABELER_NAME, label_report
 from rrg.demo import read_manifest
 from rrg.demo_bundle import ensure_demo_bundle
 from rrg.paths import demo_data_dir
 from serving.launch import running_server
-
-
-def _percentile(values: list[float], q: int) -> float:
-    if len(values) < 2:
-        return values[0] if values else float("nan")
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 def load(url: str, images: list[str], clients: int, seconds: float, tokens: int) -> dict:
@@ -68,7 +62,7 @@ def load(url: str, images: list[str], clients: int, seconds: float, tokens: int)
     elapsed = time.perf_counter() - started  # includes the requests still in flight at the deadline
     return {
         "clients": clients, "requests": len(latencies), "errors": len(errors), "error_kinds": sorted(set(errors)),
-        "p50": _percentile(latencies, 50), "p95": _percentile(latencies, 95), "p99": _percentile(latencies, 99),
+        "p50": percentile(latencies, 50), "p95": percentile(latencies, 95), "p99": percentile(latencies, 99),
         "requests_per_s": len(latencies) / elapsed, "tokens_per_s": sum(generated) / elapsed,
     }
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import openai
 from tqdm import tqdm
 
-from eval.generation import Study
+from eval.generation import OnDone, Study
 
 API_KEY_ENV = "RRG_API_KEY"
 
@@ -75,7 +75,7 @@ def server_predictions(
     concurrency: int = 4,
     max_tokens: int = 128,
     progress: bool = True,
-    on_done: Callable[[list[dict]], None] | None = None,
+    on_done: OnDone | None = None,
     done_before: int = 0,
 ) -> list[dict]:
     """Greedy drafts of the studies from the server, `concurrency` requests at a time."""

