@@ -9,6 +9,7 @@ each command so that `rrg --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -127,9 +128,10 @@ def _generate(args: argparse.Namespace) -> int:
     from rrg.imaging import load_image
 
     bundle = Bundle.open(args.bundle or ensure_demo_bundle(args))
-    images = [load_image(path).pixels for path in args.images]
+    drafter = LocalDrafter(bundle)
+    images = [load_image(path, longest_side=drafter.drafter.decode_side).pixels for path in args.images]
     settings = SamplingSettings(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed)
-    drafts = LocalDrafter(bundle).draft(images, settings)
+    drafts = drafter.draft(images, settings)
     notice = disclaimer(bundle)
     for path, draft in zip(args.images, drafts):
         if args.json:
@@ -154,15 +156,13 @@ def _index_build(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from serving.server import serve
+    from serving.server import ServeOptions, serve
 
     bundle = Path(args.bundle) if args.bundle else ensure_demo_bundle(args)
-    serve(bundle, host=args.host, port=args.port, engine=args.engine, kv_cache_gib=args.kv_cache_gib,
-          engine_url=args.engine_url, engine_api_key=args.engine_api_key or os.environ.get("VLLM_API_KEY") or None,
-          api_key=args.api_key or os.environ.get("RRG_API_KEY") or None,
-          max_upload_mb=args.max_upload_mb, max_concurrent=args.max_concurrent, max_queue=args.max_queue,
-          request_timeout=args.request_timeout, front_batch=args.front_batch, front_wait_ms=args.front_wait_ms,
-          lora=args.lora)
+    chosen = {field.name: getattr(args, field.name) for field in dataclasses.fields(ServeOptions)}
+    chosen["engine_api_key"] = args.engine_api_key or os.environ.get("VLLM_API_KEY") or None
+    chosen["api_key"] = args.api_key or os.environ.get("RRG_API_KEY") or None
+    serve(bundle, ServeOptions(**chosen))
     return 0
 
 
@@ -241,11 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default): adapter on a GPU, merged on CPU, where vLLM's LoRA ops are slow")
     serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/ routes (default: $RRG_API_KEY; "
                                          "none: open, for loopback use)")
-    serve.add_argument("--max-upload-mb", type=float, default=32, help="largest image file accepted, in MiB (default 32)")
+    serve.add_argument("--max-upload-mb", type=float, default=40, help="largest image file accepted, in MiB (default 40)")
     serve.add_argument("--max-concurrent", type=int, default=16, help="requests drafted at once (default 16)")
     serve.add_argument("--max-queue", type=int, default=64,
                        help="requests waiting for a slot beyond those; more get 429 with Retry-After (default 64)")
     serve.add_argument("--request-timeout", type=float, default=300, help="seconds per request before a 504 (default 300)")
+    serve.add_argument("--header-timeout", type=float, default=10,
+                       help="seconds a client has to send a request's headers; then 408 and the connection closes "
+                            "(default 10)")
+    serve.add_argument("--read-timeout", type=float, default=30,
+                       help="seconds a client has to send a request's body; then 408 and the connection closes "
+                            "(default 30)")
     serve.add_argument("--front-batch", type=int, default=8,
                        help="images per micro-batch of the vision/retrieval/fusion front (default 8)")
     serve.add_argument("--front-wait-ms", type=float, default=5,

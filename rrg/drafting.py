@@ -28,6 +28,10 @@ from rrg.suggested_findings import finding_names, suggest
 from rrg.visual_prompt import PromptTexts
 
 MACHINE_DRAFT = "Machine draft, not for clinical use."
+# Uploads are decoded shrunk to a long side of at least this (or the model's input size, if larger) and
+# under twice it (rrg.imaging's longest_side): enough for the model and for a person checking the
+# decoding, at a fraction of a full decode's memory.
+VIEW_SIDE = 512
 
 
 def disclaimer(bundle: Bundle) -> str:
@@ -80,6 +84,7 @@ class Drafter:
         self.retriever = bundle.load_retriever()
         self.embedder = bundle.load_prompt_embedder()
         self.image_size = bundle.config.vision.image_size
+        self.decode_side = max(self.image_size, VIEW_SIDE)  # the longest_side to decode uploads at
         self.k = bundle.config.retrieval.k
 
     @torch.no_grad()

@@ -103,6 +103,10 @@ class PromptEmbedder:
         weight = self.embedding.weight
         return self.embedding(torch.tensor(list(ids), dtype=torch.long, device=weight.device))
 
+    def count_tokens(self, text: str) -> int:
+        """How many tokens `text` takes in the prompt."""
+        return len(self._ids(text))
+
     def shorten(self, report: str, max_tokens: int) -> str:
         """A report cut to its first `max_tokens` tokens (retrieved references are kept short)."""
         ids = self._ids(report)

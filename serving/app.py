@@ -1,10 +1,13 @@
 """The FastAPI app: OpenAI-compatible routes, OpenAI error objects, the engine's lifetime, /health,
 /metrics, and the Gradio page mounted at `/`. The handler (`completions.py`), the engine
-(`engine.py`), the API key and body limit (`guard.py`) and the instruments (`metrics.py`) are apart."""
+(`engine.py`), the door (`guard.py`: refused paths, API key, body limit and read timeout), the
+last-resort error path (`errors.py`) and the instruments (`metrics.py`) are apart.
+
+Middleware, outermost first: metrics (so every answer is counted, 500s included), the error
+boundary, the guard, then FastAPI's routes and handlers."""
 
 from __future__ import annotations
 
-import json
 import logging
 from contextlib import asynccontextmanager
 
@@ -16,11 +19,12 @@ from starlette.exceptions import HTTPException
 
 from serving.completions import CompletionService
 from serving.engine import EngineError
+from serving.errors import ErrorBoundary, log_error
 from serving.guard import ApiGuard
 from serving.limits import max_body_bytes
 from serving.metrics import MetricsMiddleware
 from serving.protocol import APIError, CompletionRequest, CompletionResponse, ModelCard, ModelList
-from serving.ui import build_ui
+from serving.ui import REFUSED_PAGE_ROUTES, build_ui
 
 log = logging.getLogger("rrg.serving")
 
@@ -29,10 +33,13 @@ API_ROUTES = ("/v1/completions", "/v1/models", "/health", "/metrics")
 
 
 def _error(error: APIError, request: Request | None = None) -> JSONResponse:
-    # The status and the error's kind, never its message: messages may one day quote a request.
-    log.info(json.dumps({"event": "error", "path": request.url.path if request else None, "status": error.status,
-                         "type": error.body()["error"]["type"], "param": error.param, "code": error.code}))
+    log_error(request.url.path if request else None, error)
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def _is_union_branch(part: str | int) -> bool:
+    """Pydantic's name for a member of a union in an error's location (`str`, `list[str]`), not a field."""
+    return isinstance(part, str) and (not part.isidentifier() or part in ("str", "int", "float", "bool"))
 
 
 def _validation_message(error: RequestValidationError) -> tuple[str, str | None]:
@@ -40,7 +47,7 @@ def _validation_message(error: RequestValidationError) -> tuple[str, str | None]
     first = error.errors()[0] if error.errors() else {}
     if first.get("type") == "json_invalid":
         return "The request body is not valid JSON.", None
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    location = [str(part) for part in first.get("loc", ()) if part != "body" and not _is_union_branch(part)]
     param = ".".join(location) or None
     message = first.get("msg", "invalid request")
     if first.get("type") == "missing" and param == "image":
@@ -48,10 +55,12 @@ def _validation_message(error: RequestValidationError) -> tuple[str, str | None]
     return (f"{param}: {message}" if param else message), param
 
 
-def build_app(service: CompletionService, mount_ui: bool = True, api_key: str | None = None) -> FastAPI:
+def build_app(service: CompletionService, mount_ui: bool = True, api_key: str | None = None,
+              read_timeout: float = 30.0) -> FastAPI:
     """The server's app around a service; the engine starts with the app and stops with it.
 
-    api_key: when set, every /v1/ route needs `Authorization: Bearer <api_key>`.
+    api_key: when set, every /v1/ route needs `Authorization: Bearer <api_key>`; read_timeout: seconds
+    a client has to send a request's body.
     """
 
     @asynccontextmanager
@@ -61,7 +70,7 @@ def build_app(service: CompletionService, mount_ui: bool = True, api_key: str | 
         await service.engine.start()
         log.info("engine ready")
         yield
-        await service.front.close()
+        await service.close()
         await service.engine.shutdown()
 
     app = FastAPI(title="rrg", summary="Machine drafts of chest X-ray reports, not for clinical use.",
@@ -83,12 +92,6 @@ def build_app(service: CompletionService, mount_ui: bool = True, api_key: str | 
     @app.exception_handler(EngineError)
     async def engine_error(request: Request, error: EngineError) -> JSONResponse:
         return _error(APIError(503, f"The engine is not available: {error}", headers={"Retry-After": "5"}), request)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, error: Exception) -> JSONResponse:
-        # The type only: a message could quote request content.
-        log.error("unexpected %s while serving %s", type(error).__name__, request.url.path)
-        return JSONResponse(APIError(500, "Internal error; the server keeps serving.").body(), status_code=500)
 
     @app.post("/v1/completions", response_model=CompletionResponse)
     async def completions(request: CompletionRequest) -> CompletionResponse | StreamingResponse:
@@ -123,8 +126,12 @@ def build_app(service: CompletionService, mount_ui: bool = True, api_key: str | 
         info = service.engine.info
         return JSONResponse({"status": "ok", "engine": info.kind, "model": info.lora_name, "lora": info.lora})
 
-    app.add_middleware(ApiGuard, api_key=api_key, max_body_bytes=max_body_bytes(service.limits.max_bytes))
-    app.add_middleware(MetricsMiddleware, metrics=service.metrics, routes=API_ROUTES)  # outermost: counts 401/413 too
+    app.add_middleware(ApiGuard, api_key=api_key, max_body_bytes=max_body_bytes(service.limits.max_bytes),
+                       read_timeout=read_timeout, refused_prefixes=REFUSED_PAGE_ROUTES)
+    app.add_middleware(ErrorBoundary)
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics, routes=API_ROUTES)  # outermost: counts every status
     if mount_ui:
-        app = gr.mount_gradio_app(app, build_ui(service), path="/", max_file_size=service.limits.max_bytes)
+        # No run history: Gradio 6 would keep every draft's image and text in the browser's localStorage.
+        app = gr.mount_gradio_app(app, build_ui(service), path="/", max_file_size=service.limits.max_bytes,
+                                  run_history=False)
     return app

@@ -1,11 +1,16 @@
 """The completions handler: an image in, a draft with what it leaned on out, for the API and the UI.
 
-Untrusted input is checked here, before any model runs: the image (base64 or data URL of PNG, JPEG
-or DICOM, through `rrg.imaging`), the model name, and `max_tokens` against the model's context.
-Every draft, from the API or the page, takes a slot (`serving.limits`: a 429 when slots and queue
-are full, a 504 past the request timeout), goes through the front in micro-batches with other
-requests (`serving.front`), then to the engine; a stream's errors before its first chunk are
-ordinary error responses. Logs carry request ids, sizes and stage timings only: never report text,
+Untrusted input is checked here, before any model runs (the fields' own ranges are checked by
+`serving.protocol`): the model name, the instruction's length in tokens against the model's context
+(before the image is decoded or the shared front sees it), the image (base64 or data URL of PNG,
+JPEG or DICOM, through `rrg.imaging`), and `max_tokens` against the context once the prompt is
+built. Images are decoded by a small pool of threads, shrunk while decoding to the drafter's
+`decode_side`: `rrg.imaging`'s limits bound one decode's memory and the pool bounds how many run at
+once. Every draft, from the API or the page, takes a slot (`serving.limits`: a 429 when slots and
+queue are full, a 504 past the request timeout), goes through the front in micro-batches with other
+requests (`serving.front`), then to the engine. A stream's errors before its first chunk are
+ordinary error responses, and after it an error event and `[DONE]`; its first chunk and its last
+carry the disclaimer. Logs carry request ids, sizes and stage timings only: never report text,
 image bytes or DICOM tags.
 """
 
@@ -16,9 +21,11 @@ import base64
 import binascii
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from fastapi.responses import StreamingResponse
@@ -28,6 +35,7 @@ from rrg.drafting import Drafter, DraftPlan, disclaimer
 from rrg.generator import Generation, SamplingSettings
 from rrg.imaging import DecodedImage, ImageError, ImageLimits, ImageTooLargeError, decode_image
 from serving.engine import Engine, EngineError
+from serving.errors import INTERNAL_ERROR
 from serving.front import FrontBatcher
 from serving.limits import Admission, ServerLimits
 from serving.metrics import ServerMetrics
@@ -41,10 +49,14 @@ from serving.protocol import (
     CompletionStreamResponse,
     NeighborOut,
     RrgInfo,
+    RrgNotice,
     Usage,
 )
 
 log = logging.getLogger("rrg.serving")
+
+# Threads decoding uploads at once: each holds at most one image's raster (rrg.imaging's limits).
+DECODE_WORKERS = min(4, os.cpu_count() or 1)
 
 
 @dataclass
@@ -102,7 +114,7 @@ class CompletionService:
     def __init__(
         self, bundle: Bundle, engine: Engine, limits: ImageLimits | None = None,
         server_limits: ServerLimits | None = None, metrics: ServerMetrics | None = None,
-        front_batch: int = 8, front_wait: float = 0.005,
+        front_batch: int = 8, front_wait: float = 0.005, decode_workers: int = DECODE_WORKERS,
     ):
         self.bundle = bundle
         self.engine = engine
@@ -117,6 +129,12 @@ class CompletionService:
         self.notice = disclaimer(bundle)
         self.has_clues = bundle.config.clues.enabled
         self.model_names = (engine.info.lora_name, engine.info.base_model)
+        self.decoder = ThreadPoolExecutor(decode_workers, thread_name_prefix="rrg-decode")
+
+    async def close(self) -> None:
+        """Stop the front's batcher and the decoding threads (the app's shutdown)."""
+        await self.front.close()
+        self.decoder.shutdown(wait=False, cancel_futures=True)
 
     def _observe_batch(self, size: int, timings: dict[str, float]) -> None:
         self.metrics.front_batch.observe(size)
@@ -124,7 +142,7 @@ class CompletionService:
     def decode(self, data: bytes) -> DecodedImage:
         """Image bytes to pixels; a bad image is a 400 (413 when too large) saying what is wrong."""
         try:
-            return decode_image(data, self.limits)
+            return decode_image(data, self.limits, longest_side=self.drafter.decode_side)
         except ImageTooLargeError as error:
             raise APIError(413, f"image: {error}", param="image") from None
         except ImageError as error:
@@ -133,7 +151,7 @@ class CompletionService:
     async def _prepare(self, data: bytes, settings: SamplingSettings, instruction: str | None,
                        request_id: str) -> Prepared:
         started = time.perf_counter()
-        image = await asyncio.to_thread(self.decode, data)
+        image = await asyncio.get_running_loop().run_in_executor(self.decoder, self.decode, data)
         timings = {"decode": time.perf_counter() - started}
         plan, front = await self.front.plan(image.pixels, instruction)
         timings |= front  # vision, retrieval, fusion of the micro-batch it ran in
@@ -194,10 +212,19 @@ class CompletionService:
                                 f"{' and '.join(self.model_names)}", param="model", code="model_not_found")
         return model
 
+    def check_instruction(self, instruction: str | None, max_tokens: int) -> None:
+        """A 400 for an instruction that cannot fit in the context with max_tokens, before any work on the
+        image: the full prompt (image tokens, findings, references) is checked once it is built."""
+        if instruction is None:
+            return
+        tokens = self.drafter.embedder.count_tokens(instruction)
+        context = self.engine.info.max_model_len
+        if tokens + max_tokens >= context:
+            raise APIError(400, f"The prompt is {tokens} tokens; with max_tokens {max_tokens} it cannot fit in the "
+                                f"model's context of {context} tokens with the image and its references.",
+                           param="prompt")
+
     def _settings(self, request: CompletionRequest) -> SamplingSettings:
-        if request.min_tokens > request.max_tokens:
-            raise APIError(400, f"min_tokens ({request.min_tokens}) must not exceed max_tokens ({request.max_tokens})",
-                           param="min_tokens")
         return SamplingSettings(
             max_tokens=request.max_tokens, min_tokens=request.min_tokens, temperature=request.temperature,
             top_p=request.top_p, seed=request.seed, stop=request.stop_strings(),
@@ -207,6 +234,7 @@ class CompletionService:
         """POST /v1/completions."""
         model = self.check_model(request.model)
         settings = self._settings(request)
+        self.check_instruction(request.instruction(), settings.max_tokens)
         data = await asyncio.to_thread(image_bytes, request.image, self.limits)
         if request.stream:
             return await self._stream(request, model, settings, data)
@@ -250,30 +278,39 @@ class CompletionService:
             return f"data: {json.dumps(payload)}\n\n"
 
         async def events() -> AsyncIterator[str]:
-            chunk_id, tokens = f"cmpl-{request_id}", 0
+            chunk_id, tokens, unfinished = f"cmpl-{request_id}", 0, set(range(request.n))
+            notice = RrgNotice(disclaimer=self.notice)
             try:
                 yield event(CompletionStreamResponse(
                     id=chunk_id, model=model, rrg=self.rrg_info(prepared.plan),
                     choices=[CompletionStreamChoice(index=i, text="") for i in range(request.n)],
                 ))
                 mark = time.perf_counter()
+                last_has_notice = False
                 async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
                     async for deltas in self.engine.stream(prepared.plan.prompt_embeds, settings, request.n, request_id):
                         tokens += sum(d.tokens for d in deltas)
+                        unfinished -= {d.index for d in deltas if d.finish_reason is not None}
+                        last_has_notice = not unfinished and not include_usage  # the draft's last chunk
                         yield event(CompletionStreamResponse(id=chunk_id, model=model, choices=[
                             CompletionStreamChoice(index=d.index, text=d.text, finish_reason=d.finish_reason)
                             for d in deltas
-                        ]))
+                        ], rrg=notice if last_has_notice else None))
                 prepared.timings["generation"] = time.perf_counter() - mark
-                if include_usage:
+                if include_usage or not last_has_notice:
                     prompt_tokens = len(prepared.plan.prompt_embeds)
-                    yield event(CompletionStreamResponse(id=chunk_id, model=model, choices=[], usage=Usage(
-                        prompt_tokens=prompt_tokens, completion_tokens=tokens, total_tokens=prompt_tokens + tokens)))
+                    usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=tokens,
+                                  total_tokens=prompt_tokens + tokens) if include_usage else None
+                    yield event(CompletionStreamResponse(id=chunk_id, model=model, choices=[], usage=usage, rrg=notice))
                 self._record(prepared, tokens, stream=True)
             except TimeoutError:
                 yield event(self._timeout().body())
             except EngineError as error:
                 yield event(APIError(503, f"The engine is not available: {error}").body())
+            except Exception as error:  # noqa: BLE001 - the stream has begun: an error event, then [DONE]
+                log.error(json.dumps({"event": "unexpected_error", "request_id": request_id,
+                                      "exception": type(error).__name__, "response_started": True}))
+                yield event(APIError(500, INTERNAL_ERROR).body())
             finally:
                 self.admission.release()
             yield "data: [DONE]\n\n"

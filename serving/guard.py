@@ -1,37 +1,39 @@
-"""The API's door: the API key and the body size, checked before a request body is read or parsed.
+"""The server's door: what may come in, checked before a handler sees a request.
 
-An ASGI middleware, so a 50 MB body is refused from its Content-Length (or, when it is sent in
-chunks, as soon as it passes the limit) without being read whole, and a request without the
-right key never reaches the handler. The key is compared in constant time (hmac.compare_digest).
-Only the OpenAI routes (`/v1/...`) are guarded: `/health` and `/metrics` stay open for probes, and
-the Gradio page has its own upload limit.
+An ASGI middleware, in this order:
+- paths the server never serves (the page's file routes, `serving.ui.REFUSED_PAGE_ROUTES`: an
+  X-ray must not be stored or readable by another client) answer 404;
+- the OpenAI routes (`/v1/...`) need the API key when one is set, compared in constant time
+  (hmac.compare_digest); `/health`, `/metrics` and the page stay open for probes and people;
+- every request body is read here, up to the body limit: an oversize one is refused from its
+  Content-Length, or as soon as it passes the limit when sent in chunks, without being read whole
+  (413); a body that does not arrive within the read timeout is a 408 and the connection is closed,
+  so a client that stalls cannot hold a connection and a slot for ever.
+(How long a client may take to send its headers is set one layer down, in `serving.http`.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-import json
 
+from serving.errors import log_error, send_error
 from serving.protocol import APIError
 
 GUARDED_PREFIX = "/v1/"
 
 
-async def _send_error(send, error: APIError) -> None:
-    body = json.dumps(error.body()).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(name.lower().encode(), value.encode()) for name, value in error.headers.items()]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 class ApiGuard:
-    """ASGI middleware: 401 without the API key (when one is set), 413 for a body over `max_body_bytes`."""
+    """ASGI middleware: 404 for refused paths, 401 without the API key (when one is set), 413 for a body
+    over `max_body_bytes`, 408 for a body not received within `read_timeout` seconds."""
 
-    def __init__(self, app, api_key: str | None, max_body_bytes: int):
+    def __init__(self, app, api_key: str | None, max_body_bytes: int, read_timeout: float = 30.0,
+                 refused_prefixes: tuple[str, ...] = ()):
         self.app = app
         self.api_key = api_key.encode() if api_key else None
         self.max_body_bytes = max_body_bytes
+        self.read_timeout = read_timeout
+        self.refused_prefixes = refused_prefixes
 
     def _key_error(self, headers: dict[bytes, bytes]) -> APIError | None:
         if self.api_key is None:
@@ -44,44 +46,63 @@ class ApiGuard:
             return APIError(401, "Incorrect API key.", code="invalid_api_key")
         return None
 
+    def _too_large(self) -> APIError:
+        return APIError(413, f"The request body is larger than the limit of {self.max_body_bytes:,} bytes.")
+
+    def _door_error(self, scope, headers: dict[bytes, bytes]) -> APIError | None:
+        """What refuses the request from its path and headers alone, if anything."""
+        path = scope["path"]
+        if path.startswith(self.refused_prefixes):
+            return APIError(404, "Not found: this server neither stores nor serves uploaded files.")
+        if path.startswith(GUARDED_PREFIX) and (error := self._key_error(headers)) is not None:
+            return error
+        try:
+            declared = int(headers.get(b"content-length", b"0"))
+        except ValueError:
+            declared = 0
+        return self._too_large() if declared > self.max_body_bytes else None
+
+    async def _read_body(self, receive) -> bytes | APIError | None:
+        """The whole body; an APIError (413, 408) to answer instead; None when the client went away."""
+        chunks, received = [], 0
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return None
+                    chunks.append(message.get("body", b""))
+                    received += len(chunks[-1])
+                    if received > self.max_body_bytes:
+                        return self._too_large()
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            # The rest of the body may still come; only closing the connection ends the exchange cleanly.
+            return APIError(408, f"The request body did not arrive within {self.read_timeout:g} s.",
+                            code="request_timeout", headers={"Connection": "close"})
+
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].startswith(GUARDED_PREFIX):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        error = self._key_error(headers)
-        too_large = APIError(413, f"The request body is larger than the limit of {self.max_body_bytes:,} bytes.")
-        if error is None:
-            try:
-                declared = int(headers.get(b"content-length", b"0"))
-            except ValueError:
-                declared = 0
-            if declared > self.max_body_bytes:
-                error = too_large
+        error = self._door_error(scope, dict(scope["headers"]))
+        body = await self._read_body(receive) if error is None else None
+        if isinstance(body, APIError):
+            error = body
         if error is not None:
-            await _send_error(send, error)
+            log_error(scope["path"], error)
+            await send_error(send, error)
             return
-
-        # Read the body here, stopping at the limit: the handler would hold it whole anyway to parse it.
-        chunks, received = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunks.append(message.get("body", b""))
-            received += len(chunks[-1])
-            if received > self.max_body_bytes:
-                await _send_error(send, too_large)
-                return
-            if not message.get("more_body", False):
-                break
+        if body is None:
+            return  # the client went away
         replayed = False
 
         async def replay():
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()  # after the body: the disconnect a streaming response listens for
 
         await self.app(scope, replay, send)

@@ -10,6 +10,7 @@ from rrg.imaging.dicom import decode_dicom, has_dicom_prefix, may_be_raw_dicom
 from rrg.imaging.errors import EmptyImageError, NotAnImageError, TruncatedImageError
 from rrg.imaging.limits import ImageLimits, check_byte_size
 from rrg.imaging.raster import decode_raster
+from rrg.imaging.reduce import check_longest_side
 
 ImageFormat = Literal["png", "jpeg", "dicom"]
 
@@ -23,8 +24,9 @@ DEFAULT_LIMITS = ImageLimits()
 class DecodedImage:
     """A decoded X-ray as a radiologist would see it; deliberately no patient metadata.
 
-    ``pixels`` is float32 (H, W) in [0, 1], 0 black and 1 white (bone bright). ``original_size``
-    is (H, W) as decoded (after EXIF orientation). ``bits_stored`` is the source's bits per sample.
+    ``pixels`` is float32 (H, W) in [0, 1], 0 black and 1 white (bone bright), at full size or
+    shrunk (decode_image's ``longest_side``). ``original_size`` is the source's (H, W) after EXIF
+    orientation, whatever size ``pixels`` are. ``bits_stored`` is the source's bits per sample.
     """
 
     pixels: np.ndarray
@@ -45,8 +47,20 @@ def sniff_format(data: bytes) -> ImageFormat | None:
     return None
 
 
-def decode_image(data: bytes | bytearray | memoryview, limits: ImageLimits = DEFAULT_LIMITS) -> DecodedImage:
-    """Decode PNG, JPEG or DICOM bytes into a DecodedImage, or raise an ImageError subclass."""
+def decode_image(
+    data: bytes | bytearray | memoryview, limits: ImageLimits = DEFAULT_LIMITS, *, longest_side: int | None = None
+) -> DecodedImage:
+    """Decode PNG, JPEG or DICOM bytes into a DecodedImage, or raise an ImageError subclass.
+
+    Args:
+        longest_side: the long side the caller will resize to (e.g. the model's input size). When
+            the source's long side is larger, ``pixels`` come back shrunk by an integer factor to a
+            long side in [longest_side, 2 * longest_side), decoded small (JPEG DCT scaling, grey
+            before any float array, DICOM block means of the stored values) so no full-size float
+            or RGB array is ever made; finish with fit_to_square. ``original_size`` stays the
+            source's. None (the default) decodes every pixel.
+    """
+    check_longest_side(longest_side)
     data = bytes(data)
     if not data:
         raise EmptyImageError()
@@ -57,20 +71,27 @@ def decode_image(data: bytes | bytearray | memoryview, limits: ImageLimits = DEF
             raise TruncatedImageError("The PNG file is truncated (it ends inside its signature).")
         raise NotAnImageError()
     if image_format == "dicom":
-        pixels, bits_stored = decode_dicom(data, limits)
+        pixels, bits_stored, original_size = decode_dicom(data, limits, longest_side)
     else:
-        pixels, bits_stored = decode_raster(data, image_format, limits)
-    pixels = np.ascontiguousarray(pixels, dtype=np.float32)
-    height, width = pixels.shape
+        pixels, bits_stored, original_size = decode_raster(data, image_format, limits, longest_side)
     return DecodedImage(
-        pixels=pixels, source_format=image_format, original_size=(height, width), bits_stored=bits_stored
+        pixels=np.ascontiguousarray(pixels, dtype=np.float32),
+        source_format=image_format,
+        original_size=original_size,
+        bits_stored=bits_stored,
     )
 
 
-def load_image(path: str | os.PathLike[str], limits: ImageLimits = DEFAULT_LIMITS) -> DecodedImage:
-    """Read and decode an image file; the byte limit is checked before the file is read."""
+def load_image(
+    path: str | os.PathLike[str], limits: ImageLimits = DEFAULT_LIMITS, *, longest_side: int | None = None
+) -> DecodedImage:
+    """Read and decode an image file; the byte limit is checked before the file is read.
+
+    Args:
+        longest_side: as for decode_image.
+    """
     with open(path, "rb") as handle:
         check_byte_size(os.fstat(handle.fileno()).st_size, limits)
         # Read one byte past the limit: a pipe or a growing file reports no trustworthy size.
         data = handle.read(limits.max_bytes + 1)
-    return decode_image(data, limits)
+    return decode_image(data, limits, longest_side=longest_side)

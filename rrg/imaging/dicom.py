@@ -30,6 +30,7 @@ from rrg.imaging.errors import (
     UnsupportedPhotometricError,
 )
 from rrg.imaging.limits import ImageLimits, check_dimensions
+from rrg.imaging.reduce import block_mean, reduction_factor
 
 DICOM_PREFIX_OFFSET = 128
 DICOM_PREFIX = b"DICM"
@@ -39,6 +40,9 @@ DICOM_PREFIX = b"DICM"
 _RAW_DATASET_STARTS = (b"\x02\x00", b"\x08\x00")
 
 _GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
+
+# The Value Length of an element whose end is marked by a delimiter (encapsulated PixelData).
+_UNDEFINED_LENGTH = 0xFFFFFFFF
 
 # Values the standard defines (PS3.3 C.7.6.3.1.2); only these are ever echoed in a message, since
 # the element could hold any text.
@@ -97,8 +101,16 @@ def may_be_raw_dicom(data: bytes) -> bool:
     return data[:2] in _RAW_DATASET_STARTS
 
 
-def decode_dicom(data: bytes, limits: ImageLimits) -> tuple[np.ndarray, int]:
-    """Decode DICOM bytes to (float32 (H, W) in [0, 1], Bits Stored), first frame only."""
+def decode_dicom(
+    data: bytes, limits: ImageLimits, longest_side: int | None = None
+) -> tuple[np.ndarray, int, tuple[int, int]]:
+    """Decode DICOM bytes to (float32 (H, W) in [0, 1], Bits Stored, source (H, W)), first frame only.
+
+    Args:
+        longest_side: block-average the stored values by an integer factor to a long side in
+            [longest_side, 2 * longest_side) before the display pipeline (see decode_image); None
+            keeps every pixel.
+    """
     dataset = _read_dataset(data)
     if "PixelData" not in dataset:
         if "FloatPixelData" in dataset or "DoubleFloatPixelData" in dataset:
@@ -112,7 +124,8 @@ def decode_dicom(data: bytes, limits: ImageLimits) -> tuple[np.ndarray, int]:
     try:
         rows, columns = int(dataset.Rows), int(dataset.Columns)
         samples_per_pixel = int(dataset.get("SamplesPerPixel", 1))
-        bits_stored = int(dataset.get("BitsStored") or dataset.BitsAllocated)
+        bits_allocated = int(dataset.BitsAllocated)
+        bits_stored = int(dataset.get("BitsStored") or bits_allocated)
         photometric = str(dataset.get("PhotometricInterpretation", "")).strip().upper()
     except _DAMAGED_DICOM_ERRORS:
         raise TruncatedImageError(
@@ -122,9 +135,17 @@ def decode_dicom(data: bytes, limits: ImageLimits) -> tuple[np.ndarray, int]:
         raise TruncatedImageError("The DICOM image declares zero rows or columns.")
     check_dimensions(rows, columns, limits)
     _check_photometric(photometric, samples_per_pixel)
-    _check_decoder_available(dataset)
+    transfer_syntax = _check_decoder_available(dataset)
+    frame_bytes = (rows * columns * samples_per_pixel * bits_allocated + 7) // 8
+    _check_pixel_data_length(dataset, transfer_syntax.is_encapsulated, frame_bytes)
 
     stored = _first_frame(dataset)
+    factor = reduction_factor(rows, columns, longest_side)
+    if factor > 1:
+        # Averaged in the stored values' own dtype, before any float array of the frame: rescale
+        # slope/intercept and the luma are linear, so they commute with the mean; the VOI then
+        # maps the means, as it would the values of a coarser detector.
+        stored = block_mean(stored, factor)
     if photometric == "RGB":
         luminance = stored[..., :3].astype(np.float64) @ _LUMA_WEIGHTS
         display = luminance / float(2**bits_stored - 1)
@@ -134,7 +155,7 @@ def decode_dicom(data: bytes, limits: ImageLimits) -> tuple[np.ndarray, int]:
             # MONOCHROME1: the minimum value is white; invert after the VOI, as PS3.3 C.7.6.3.1.2 says.
             display = 1.0 - display
     display = np.clip(np.nan_to_num(display, nan=0.0), 0.0, 1.0)
-    return np.ascontiguousarray(display, dtype=np.float32), bits_stored
+    return np.ascontiguousarray(display, dtype=np.float32), bits_stored, (rows, columns)
 
 
 def _read_dataset(data: bytes) -> Dataset:
@@ -168,8 +189,8 @@ def _check_photometric(photometric: str, samples_per_pixel: int) -> None:
         )
 
 
-def _check_decoder_available(dataset: Dataset) -> None:
-    """Refuse a compressed transfer syntax that pydicom cannot decode with what is installed."""
+def _check_decoder_available(dataset: Dataset) -> UID:
+    """The transfer syntax; refuse a compressed one that pydicom cannot decode with what is installed."""
     transfer_syntax = _transfer_syntax(dataset)
     try:
         decoder = get_decoder(transfer_syntax)
@@ -183,6 +204,33 @@ def _check_decoder_available(dataset: Dataset) -> None:
         raise UnsupportedDicomError(
             f"The DICOM transfer syntax {_syntax_name(transfer_syntax)} needs a decoder that is not "
             f"installed ({needs})."
+        )
+    return transfer_syntax
+
+
+def _check_pixel_data_length(dataset: Dataset, encapsulated: bool, frame_bytes: int) -> None:
+    """Refuse PixelData that is cut short: shorter than its element declares, or (uncompressed)
+    shorter than one frame of Rows x Columns x Samples per Pixel x Bits Allocated.
+
+    pydicom reads what is there and carries on, so a file cut short, or forged (a 2 GB length in
+    front of one frame's bytes), would otherwise decode from whatever bytes happen to be present.
+    Called before anything converts the element: only the raw element keeps its declared length.
+    """
+    element = dataset.get_item("PixelData")
+    try:
+        present = len(element.value) if element.value is not None else 0
+    except TypeError:
+        raise TruncatedImageError("The DICOM pixel data is malformed.") from None
+    declared = getattr(element, "length", None)
+    if declared is not None and declared != _UNDEFINED_LENGTH and declared > present:
+        raise TruncatedImageError(
+            f"The DICOM pixel data is truncated: its element declares {declared:,} bytes, the file "
+            f"holds {present:,}."
+        )
+    if not encapsulated and present < frame_bytes:
+        raise TruncatedImageError(
+            f"The DICOM pixel data is truncated: one frame needs {frame_bytes:,} bytes, the file "
+            f"holds {present:,}."
         )
 
 
@@ -225,8 +273,14 @@ def _first_frame(dataset: Dataset) -> np.ndarray:
 
 
 def _grayscale_display(stored: np.ndarray, dataset: Dataset) -> np.ndarray:
-    """Stored values -> Modality LUT -> VOI -> float64 in [0, 1] (MONOCHROME2 sense)."""
+    """Stored values -> Modality LUT -> VOI -> float64 in [0, 1] (MONOCHROME2 sense).
+
+    ``stored`` may be block means (float) of the stored values; a Modality LUT Sequence is a table
+    indexed by integers, so they are rounded first.
+    """
     try:
+        if stored.dtype.kind == "f" and dataset.get("ModalityLUTSequence"):
+            stored = np.rint(stored).astype(np.int64)
         modality = apply_modality_lut(stored, dataset)  # e.g. slope * stored + intercept
         if _has_voi_lut_sequence(dataset):
             return _apply_voi_lut_sequence(modality, dataset)

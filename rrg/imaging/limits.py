@@ -9,11 +9,18 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """How big an upload may be: in bytes, in pixels, and along either side."""
+    """How big an upload may be: in bytes, in pixels, and along either side.
 
-    max_bytes: int = 32 * MIB
-    max_pixels: int = 50_000_000
-    max_side: int = 16384
+    The defaults fit chest radiographs: the largest chest detectors are 43 cm at about 100 um, some
+    4,300 pixels a side (about 18.5 Mpx), so 25 Mpx and 8,192 pixels a side leave headroom, and
+    40 MiB holds the largest of them as an uncompressed 16-bit DICOM (4,300^2 x 2 bytes = 35 MiB).
+    Anything larger is not a chest radiograph and is refused from its header, before a pixel is
+    decoded, because decoding it would cost hundreds of MiB a request for nothing.
+    """
+
+    max_bytes: int = 40 * MIB
+    max_pixels: int = 25_000_000
+    max_side: int = 8192
 
     def __post_init__(self) -> None:
         for name in ("max_bytes", "max_pixels", "max_side"):

@@ -42,13 +42,16 @@ def to_model_input(
 ) -> np.ndarray:
     """Decode (when given bytes) and fit to a (size, size) float32 square.
 
+    Bytes are decoded with ``longest_side=size``: a long side under twice the square's, never
+    a full-size float array.
+
     Args:
         data_or_decoded: image bytes, a DecodedImage, or an already decoded (H, W) array.
     """
     if isinstance(data_or_decoded, DecodedImage):
         pixels = data_or_decoded.pixels
     elif isinstance(data_or_decoded, bytes | bytearray | memoryview):
-        pixels = decode_image(data_or_decoded, limits).pixels
+        pixels = decode_image(data_or_decoded, limits, longest_side=size).pixels
     elif isinstance(data_or_decoded, np.ndarray):
         pixels = data_or_decoded
     else:

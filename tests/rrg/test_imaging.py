@@ -2,6 +2,7 @@
 
 import dataclasses
 import io
+import struct
 import traceback
 from pathlib import Path
 
@@ -368,8 +369,9 @@ def test_text_bytes_are_not_an_image():
 def test_first_half_of_an_image_is_truncated(writer):
     rng = np.random.default_rng(0)
     data = writer(Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)))
-    with pytest.raises(TruncatedImageError):
-        decode_image(data[: len(data) // 2])
+    for longest_side in (None, 16):  # decoded whole, or scaled while decoding
+        with pytest.raises(TruncatedImageError):
+            decode_image(data[: len(data) // 2], longest_side=longest_side)
 
 
 def test_png_header_declaring_a_huge_image_is_refused_before_decoding(patch_png_size):
@@ -379,6 +381,31 @@ def test_png_header_declaring_a_huge_image_is_refused_before_decoding(patch_png_
         decode_image(patch_png_size(small, 100_000, 100_000))
     with pytest.raises(ImageTooLargeError, match="20,000 x 10"):
         decode_image(patch_png_size(small, 20_000, 10))  # under Pillow's own bomb limit, over max_side
+
+
+def test_default_limits_fit_the_largest_chest_detector_and_no_more():
+    from rrg.imaging.limits import check_dimensions
+
+    limits = ImageLimits()
+    side = 4300  # a 43 cm detector at 100 um
+    assert side * side * 2 <= limits.max_bytes  # its uncompressed 16-bit DICOM fits the byte limit
+    check_dimensions(side, side, limits)
+    check_dimensions(3000, 8192, limits)
+    for height, width in ((3050, 16384), (6000, 6000), (8193, 100)):
+        with pytest.raises(ImageTooLargeError):
+            check_dimensions(height, width, limits)
+
+
+def test_wide_rgb_png_from_the_security_review_is_refused_from_its_header(patch_png_size):
+    small = png_bytes(Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8)))
+    # 16384 x 3050 RGB: 146 KB on the wire, about 940 MiB to decode in full under the old limits.
+    with pytest.raises(ImageTooLargeError, match="16,384 x 3,050"):
+        decode_image(patch_png_size(small, 16_384, 3_050))
+    with pytest.raises(ImageTooLargeError):
+        decode_image(patch_png_size(small, 5_000, 5_001))  # 25,005,000 pixels: one row over
+    # Within the limits, the same 8 x 8 pixel stream gets past the header and is found short.
+    with pytest.raises(TruncatedImageError):
+        decode_image(patch_png_size(small, 8_192, 3_050))
 
 
 def test_pixel_limits_apply_to_jpeg_and_dicom_headers_too():
@@ -422,6 +449,32 @@ def test_truncated_dicom_pixel_data_is_truncated():
     whole = dicom_bytes(stored)
     with pytest.raises(TruncatedImageError):
         decode_image(whole[: len(whole) - 500])
+
+
+def with_pixel_data_length(data: bytes, declared: int) -> bytes:
+    """Rewrite the Value Length of an explicit-VR PixelData element (the file's last element)."""
+    start = data.rfind(b"\xe0\x7f\x10\x00")
+    assert data[start + 4 : start + 6] in (b"OW", b"OB")
+    return data[: start + 8] + struct.pack("<I", declared) + data[start + 12 :]
+
+
+def test_dicom_pixel_data_declaring_more_bytes_than_the_file_holds_is_truncated():
+    stored = horizontal_ramp(64, 64, np.uint16, 4095)
+    whole = dicom_bytes(stored)
+    # A few bytes more than Rows x Columns need, behind a 2 GB declared length.
+    forged = with_pixel_data_length(whole, 2_000_000_000) + b"\x00" * 10
+    with pytest.raises(TruncatedImageError, match="declares 2,000,000,000 bytes") as caught:
+        decode_image(forged)
+    assert PATIENT_NAME not in str(caught.value) and PATIENT_ID not in str(caught.value)
+    with pytest.raises(TruncatedImageError):
+        decode_image(with_pixel_data_length(whole, len(stored.tobytes()) + 2))
+    assert decode_image(with_pixel_data_length(whole, len(stored.tobytes()))).pixels.shape == (64, 64)
+
+
+def test_native_dicom_pixel_data_shorter_than_one_frame_is_truncated():
+    stored = horizontal_ramp(32, 32, np.uint16, 4095)
+    with pytest.raises(TruncatedImageError, match="one frame needs 2,048 bytes"):
+        decode_image(dicom_bytes(stored, pixel_data=stored.tobytes()[:-2]))
 
 
 def test_dicom_transfer_syntax_without_a_decoder_is_unsupported():
@@ -490,6 +543,94 @@ def test_decoded_dicom_holds_no_patient_metadata():
     assert not hasattr(decoded, "__dict__")  # frozen dataclass fields only, nothing tacked on
     visible = repr((decoded.source_format, decoded.original_size, decoded.bits_stored))
     assert PATIENT_NAME not in visible and PATIENT_ID not in visible
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding to the size the caller needs (longest_side).
+
+SOURCE_SIZE = (600, 1040)  # (H, W): shrunk by 16 for a long side of 64, so JPEG's 1/8 is used and then 2
+LONGEST_SIDE = 64
+
+
+def smooth_image(height: int, width: int) -> np.ndarray:
+    """A smooth picture in [0.05, 0.95]: a few cycles of a 2-D wave over a gentle ramp."""
+    y, x = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
+    return 0.5 + 0.35 * np.sin(3 * np.pi * x) * np.cos(2 * np.pi * y) + 0.1 * (x - 0.5)
+
+
+def reducible_sources() -> dict[str, bytes]:
+    """One file per format and pixel layout, all of the same smooth picture at SOURCE_SIZE."""
+    picture = smooth_image(*SOURCE_SIZE)
+    gray8 = (picture * 255).round().astype(np.uint8)
+    rgb = np.dstack([gray8, (gray8 * 0.9).astype(np.uint8), (gray8 * 0.7).astype(np.uint8)])
+    stored = (picture * 4095).round().astype(np.uint16)
+    modality_lut = Dataset()
+    modality_lut.LUTDescriptor = [4096, 0, 16]
+    modality_lut.LUTData = (np.arange(4096, dtype="<u2") // 2).tobytes()  # any monotone table
+    modality_lut.ModalityLUTType = "US"
+    return {
+        "png-gray8": png_bytes(Image.fromarray(gray8)),
+        "png-gray16": png_bytes(Image.fromarray((picture * 65535).round().astype(np.uint16))),
+        "png-rgb": png_bytes(Image.fromarray(rgb)),
+        "png-palette": png_bytes(Image.fromarray(gray8).convert("P")),
+        "jpeg-gray": jpeg_bytes(Image.fromarray(gray8)),
+        "jpeg-rgb": jpeg_bytes(Image.fromarray(rgb)),
+        "dicom-mono2-window": dicom_bytes(stored, bits_stored=12, WindowCenter=2048, WindowWidth=3000),
+        "dicom-mono1-rescale": dicom_bytes(
+            4095 - stored, photometric="MONOCHROME1", bits_stored=12, RescaleSlope=2, RescaleIntercept=-1000
+        ),
+        "dicom-mono2-auto-window": dicom_bytes(stored, bits_stored=12),
+        "dicom-modality-lut": dicom_bytes(stored, bits_stored=12, ModalityLUTSequence=Sequence([modality_lut])),
+        "dicom-rgb": dicom_bytes(rgb, photometric="RGB"),
+    }
+
+
+@pytest.mark.parametrize("name", list(reducible_sources()))
+def test_longest_side_decodes_small_and_close_to_the_full_decode_downscaled(name):
+    data = reducible_sources()[name]
+    full = decode_image(data)
+    reduced = decode_image(data, longest_side=LONGEST_SIDE)
+    assert reduced.original_size == full.original_size == SOURCE_SIZE
+    assert LONGEST_SIDE <= max(reduced.pixels.shape) < 2 * LONGEST_SIDE
+    assert reduced.pixels.shape[0] < reduced.pixels.shape[1]  # the aspect survives
+    assert reduced.pixels.dtype == np.float32 and reduced.pixels.flags.c_contiguous
+    assert (reduced.source_format, reduced.bits_stored) == (full.source_format, full.bits_stored)
+    assert 0.0 <= reduced.pixels.min() and reduced.pixels.max() <= 1.0
+    difference = np.abs(fit_to_square(reduced.pixels, 64) - fit_to_square(full.pixels, 64)).mean()
+    assert difference < 0.02, f"{name}: mean absolute difference {difference:.4f}"
+
+
+@pytest.mark.parametrize("writer", [png_bytes, jpeg_bytes], ids=["png", "jpeg"])
+def test_longest_side_honours_exif_orientation(writer):
+    stored = np.zeros((200, 400), dtype=np.uint8)
+    stored[:, :200] = 255  # bright left half
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    decoded = decode_image(writer(image, exif=exif), longest_side=50)
+    assert decoded.original_size == (400, 200)
+    assert decoded.pixels.shape == (50, 25)
+    assert decoded.pixels[:24].mean() > 0.9 and decoded.pixels[26:].mean() < 0.1  # left went to top
+
+
+def test_longest_side_at_or_above_the_source_size_changes_nothing():
+    data = reducible_sources()["png-rgb"]
+    full = decode_image(data).pixels
+    for longest_side in (1040, 600, 521):  # 1040 // 521 == 1: already under twice the side asked
+        np.testing.assert_array_equal(decode_image(data, longest_side=longest_side).pixels, full)
+
+
+def test_load_image_passes_longest_side_on(tmp_path: Path):
+    path = tmp_path / "wide.png"
+    path.write_bytes(reducible_sources()["png-gray16"])
+    decoded = load_image(path, longest_side=LONGEST_SIDE)
+    assert decoded.original_size == SOURCE_SIZE and decoded.pixels.shape == (38, 65)
+
+
+@pytest.mark.parametrize("longest_side", [0, -5, 2.5, True])
+def test_longest_side_must_be_a_positive_integer(longest_side):
+    with pytest.raises(ValueError, match="longest_side"):
+        decode_image(png_bytes(Image.fromarray(np.zeros((4, 4), dtype=np.uint8))), longest_side=longest_side)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,14 +1,20 @@
 """The OpenAI completions contract beyond a plain draft: streaming, API keys, body and queue limits,
-timeouts, /metrics, the front's micro-batches, and a matrix of bad input after which /health is OK."""
+timeouts, /metrics, the front's micro-batches, and a matrix of bad input after which /health is OK;
+then the real server (uvicorn on loopback) under abuse, through one keep-alive connection per test
+that must still carry the next valid request: an unexpected 500, every bad field, a huge prompt, a
+huge image, a lying DICOM, the page's file routes, and clients that never finish their headers or body."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
+import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -252,3 +258,251 @@ def _jpeg_of(png: bytes) -> bytes:
     buffer = io.BytesIO()
     Image.open(io.BytesIO(png)).convert("L").save(buffer, format="JPEG")
     return buffer.getvalue()
+
+
+# --- the real server under abuse: uvicorn on loopback, one keep-alive connection per test -----------------------
+
+
+class FaultyEngine(GatedEngine):
+    """The real transformers engine, made to fail unexpectedly when the test says so: the error path under
+    test does not depend on what fails."""
+
+    def __init__(self, bundle):
+        super().__init__(bundle)
+        self.fail = False
+
+    async def generate(self, prompt_embeds, settings, n, request_id):
+        if self.fail:
+            raise RuntimeError("an unexpected fault, with request text that must not be logged")
+        return await super().generate(prompt_embeds, settings, n, request_id)
+
+    async def stream(self, prompt_embeds, settings, n, request_id):
+        async for deltas in super().stream(prompt_embeds, settings, n, request_id):
+            yield deltas
+            if self.fail:
+                raise RuntimeError("an unexpected fault mid-stream")
+
+
+READ_TIMEOUT, HEADER_TIMEOUT = 2.0, 1.0
+
+
+@pytest.fixture(scope="module")
+def live(micro_bundle, tmp_path_factory):
+    """`rrg serve`'s app and HTTP server (uvicorn with the header deadline) on a loopback port, in a thread;
+    the base URL, the engine and the service."""
+    from serving.http_server import http_server
+    from serving.launch import free_port
+
+    bundle = Bundle.open(micro_bundle)
+    engine = FaultyEngine(bundle)
+    service = CompletionService(bundle, engine, server_limits=ServerLimits(max_concurrent=4, request_timeout=60))
+    port = free_port()
+    server = http_server(build_app(service, api_key=KEY, read_timeout=READ_TIMEOUT), "127.0.0.1", port,
+                         header_timeout=HEADER_TIMEOUT, log_level="warning")
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", engine, service
+    server.should_exit = True
+    thread.join(60)
+
+
+@pytest.fixture
+def http(live):
+    """One keep-alive connection to the live server (httpx, at most one connection, no retries)."""
+    url, _, _ = live
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60,
+                      limits=httpx.Limits(max_connections=1, max_keepalive_connections=1)) as client:
+        yield client
+
+
+def _local_port(response: httpx.Response) -> int:
+    return response.extensions["network_stream"].get_extra_info("socket").getsockname()[1]
+
+
+def _valid(phantom: bytes) -> dict:
+    return {"image": _b64(phantom), "max_tokens": 4}
+
+
+def _next_request_reuses_the_connection(http: httpx.Client, previous: httpx.Response, phantom: bytes) -> None:
+    assert previous.headers.get("connection", "keep-alive").lower() != "close", previous.headers
+    after = http.post("/v1/completions", json=_valid(phantom))  # a dropped connection raises httpx.ReadError here
+    assert after.status_code == 200, after.text
+    assert _local_port(after) == _local_port(previous), "the server closed the keep-alive connection"
+
+
+def _error_of(response: httpx.Response) -> dict:
+    assert response.headers["content-type"] == "application/json"
+    assert int(response.headers["content-length"]) == len(response.content)  # a whole, well-formed answer
+    return response.json()["error"]
+
+
+def test_after_an_unexpected_500_the_same_connection_serves_the_next_request(live, http, phantom, caplog):
+    _, engine, _ = live
+    caplog.set_level(logging.INFO, logger="rrg.serving")
+    engine.fail = True
+    try:
+        failed = http.post("/v1/completions", json=_valid(phantom))
+    finally:
+        engine.fail = False
+    assert failed.status_code == 500
+    error = _error_of(failed)
+    assert error["type"] == "server_error" and "keeps serving" in error["message"]
+    assert '"exception": "RuntimeError"' in caplog.text and '"status": 500' in caplog.text
+    assert "must not be logged" not in caplog.text and "Traceback" not in caplog.text  # the type, never the message
+    _next_request_reuses_the_connection(http, failed, phantom)
+    assert 'rrg_requests_total{route="/v1/completions",status="500"}' in http.get("/metrics").text
+
+
+def test_an_error_mid_stream_ends_the_stream_with_an_error_event_and_the_connection_lives(live, http, phantom):
+    _, engine, _ = live
+    engine.fail = True
+    try:
+        with http.stream("POST", "/v1/completions", json={**_valid(phantom), "stream": True}) as response:
+            events = [line.removeprefix("data: ") for line in response.iter_lines() if line]
+    finally:
+        engine.fail = False
+    assert response.status_code == 200 and events[-1] == "[DONE]"
+    assert json.loads(events[-2])["error"]["type"] == "server_error"
+    _next_request_reuses_the_connection(http, response, phantom)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("seed", 2**64), ("seed", -(2**63) - 1), ("stop", [""]), ("stop", ""), ("stop", ["a", "b", "c", "d", "e"]),
+    ("stop", ["x" * 300]), ("n", 9), ("n", 2.0), ("max_tokens", 0), ("max_tokens", "many"), ("min_tokens", 50),
+    ("temperature", 2.5), ("top_p", 0), ("stream", "yes"), ("stream_options", {"include_usage": True, "x": 1}),
+    ("prompt", 7), ("prompt", ["a"] * 17), ("model", "m" * 300), ("unknown_field", 1),
+    ("logprobs", 2), ("echo", True), ("suffix", "!"), ("best_of", 2), ("presence_penalty", 0.5),
+])
+def test_every_bad_field_is_a_400_naming_it_and_the_connection_lives(http, phantom, field, value):
+    response = http.post("/v1/completions", json={**_valid(phantom), field: value})
+    assert response.status_code == 400, response.text
+    error = _error_of(response)
+    assert error["type"] == "invalid_request_error" and error["param"].split(".")[0] == field, error
+    assert error["message"].startswith(field)
+    if field in ("logprobs", "echo", "suffix", "best_of", "presence_penalty"):
+        assert f"rrg does not support {field}" in error["message"]
+    _next_request_reuses_the_connection(http, response, phantom)
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"image": "AAAA", "temperature": NaN}', b'{"image": "AAAA", "max_tokens": ' + b"9" * 5000 + b"}",
+    b'{"image": "AAAA", "n": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", b'{"image": "AAAA"', b"\xff\xfe not JSON",
+])
+def test_bodies_that_are_not_sound_json_are_400s_and_the_connection_lives(http, phantom, raw):
+    response = http.post("/v1/completions", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and _error_of(response)["type"] == "invalid_request_error"
+    _next_request_reuses_the_connection(http, response, phantom)
+
+
+def test_the_int64_seed_bounds_are_accepted(http, phantom):
+    for seed in (2**63 - 1, -(2**63)):
+        response = http.post("/v1/completions", json={**_valid(phantom), "seed": seed, "temperature": 1.0})
+        assert response.status_code == 200, response.text
+
+
+def _stage_count(http: httpx.Client, stage: str) -> float:
+    text = http.get("/metrics").text
+    return float(next(line for line in text.splitlines()
+                      if line.startswith(f'rrg_stage_seconds_count{{stage="{stage}"}}')).split()[-1])
+
+
+def test_a_prompt_too_long_is_refused_before_the_image_is_decoded_or_the_front_runs(http, phantom):
+    decoded, planned = _stage_count(http, "decode"), _stage_count(http, "vision")
+    huge = http.post("/v1/completions", json={**_valid(phantom), "prompt": "lung " * 800_000})  # 4 MB
+    assert huge.status_code == 400 and _error_of(huge)["param"] == "prompt"
+    assert "8192 characters" in huge.json()["error"]["message"]
+    # Under the character cap but over the micro model's 512-token context: counted, not embedded.
+    wordy = http.post("/v1/completions", json={**_valid(phantom), "prompt": "opacity " * 1000, "max_tokens": 64})
+    assert wordy.status_code == 400 and _error_of(wordy)["param"] == "prompt"
+    assert "context of 512 tokens" in wordy.json()["error"]["message"]
+    assert (_stage_count(http, "decode"), _stage_count(http, "vision")) == (decoded, planned)
+    _next_request_reuses_the_connection(http, wordy, phantom)
+
+
+def _constant_png(width: int, height: int, mode: str = "RGB") -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height), (90, 90, 90) if mode == "RGB" else 90).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_an_image_beyond_what_a_chest_radiograph_needs_is_a_413_and_a_large_one_drafts(http, phantom):
+    wide = _constant_png(16384, 3050)  # ~150 KB on the wire, 50 Mpx of RGB once decoded
+    refused = http.post("/v1/completions", json={**_valid(phantom), "image": _b64(wide)})
+    assert refused.status_code == 413, refused.text
+    assert _error_of(refused)["param"] == "image" and "pixels" in refused.json()["error"]["message"]
+    _next_request_reuses_the_connection(http, refused, phantom)
+    large = http.post("/v1/completions", json={**_valid(phantom), "image": _b64(_constant_png(4300, 4300))})
+    assert large.status_code == 200, large.text
+
+
+def test_a_dicom_whose_pixel_data_claims_more_bytes_than_it_holds_is_refused(http, phantom, make_dicom):
+    dicom = make_dicom(np.full((16, 16), 0.5, dtype=np.float32))
+    tag = dicom.index(b"\xe0\x7f\x10\x00")  # (7FE0,0010) PixelData, explicit VR: tag, "OW", 2 reserved, length
+    claims_2gb = dicom[: tag + 8] + (2**31 - 2).to_bytes(4, "little") + dicom[tag + 12:]
+    response = http.post("/v1/completions", json={**_valid(phantom), "image": _b64(claims_2gb)})
+    assert response.status_code == 400 and _error_of(response)["param"] == "image", response.text
+    assert "truncated" in response.json()["error"]["message"]
+    _next_request_reuses_the_connection(http, response, phantom)
+
+
+def test_the_page_routes_that_store_or_serve_files_are_refused(http, phantom):
+    upload = http.post("/gradio_api/upload", files={"files": ("x.dcm", b"DICM patient data")})
+    assert upload.status_code == 404
+    served = http.get("/gradio_api/file=/etc/hostname")
+    assert served.status_code == 404
+    _next_request_reuses_the_connection(http, served, phantom)
+
+
+def _raw_exchange(url: str, request: bytes, wait: float) -> bytes:
+    """Send `request` on a new socket, then read until the server closes it (or `wait` seconds pass)."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=wait) as connection:
+        connection.sendall(request)
+        received = b""
+        try:
+            while chunk := connection.recv(65536):
+                received += chunk
+        except TimeoutError:
+            return received + b"<still open>"
+    return received
+
+
+def test_a_body_that_never_arrives_is_a_408_and_the_connection_closes(live):
+    url, _, _ = live
+    started = time.monotonic()
+    answer = _raw_exchange(url, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode()
+                           + b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"image\": ",
+                           wait=READ_TIMEOUT + 20)
+    assert answer.startswith(b"HTTP/1.1 408") and b"connection: close" in answer.lower(), answer[:300]
+    assert b"<still open>" not in answer and time.monotonic() - started < READ_TIMEOUT + 20
+
+
+def test_headers_that_never_end_are_a_408_and_the_connection_closes(live):
+    url, _, _ = live
+    answer = _raw_exchange(url, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-Slow: ", wait=HEADER_TIMEOUT + 20)
+    assert answer.startswith(b"HTTP/1.1 408") and b"connection: close" in answer.lower(), answer[:300]
+    silent = _raw_exchange(url, b"", wait=HEADER_TIMEOUT + 20)  # connects and says nothing
+    assert silent.startswith(b"HTTP/1.1 408")
+
+
+def test_a_stream_says_it_is_a_machine_draft_in_its_first_and_last_chunks(http, phantom):
+    for include_usage in (False, True):
+        body = {**_valid(phantom), "stream": True, "stream_options": {"include_usage": include_usage}}
+        with http.stream("POST", "/v1/completions", json=body) as response:
+            events = [json.loads(line.removeprefix("data: ")) for line in response.iter_lines()
+                      if line and line != "data: [DONE]"]
+        first, last = events[0], events[-1]
+        assert "not for clinical use" in first["rrg"]["disclaimer"] and first["rrg"]["neighbors"]
+        assert last["rrg"] == {"disclaimer": first["rrg"]["disclaimer"]}
+        assert ("usage" in last) == include_usage
+        assert sum(1 for event in events if "rrg" in event) == 2
