@@ -120,8 +120,13 @@ def test_index_build_encodes_the_new_reports_sentences_into_the_bundle(micro_fus
     assert sentence in Bundle.open(copy).load_prompt_texts().cache
 
 
-def test_the_gradio_page_shows_each_clue_over_the_image(micro_fused_bundle, micro_data, tmp_path):
+def test_the_gradio_page_shows_each_clue_over_the_image(micro_fused_bundle, micro_data):
     import asyncio
+    import base64
+    import io
+    import re
+
+    from PIL import Image
 
     from serving.ui import build_ui
 
@@ -129,17 +134,18 @@ def test_the_gradio_page_shows_each_clue_over_the_image(micro_fused_bundle, micr
     engine = HfEngine(bundle)
     page = build_ui(CompletionService(bundle, engine))
     draft = next(f.fn for f in page.fns.values() if f.api_name == "draft")
-    upload = tmp_path / "upload.png"
-    shutil.copy(micro_data / read_manifest(micro_data)[0]["image"], upload)
+    image = (micro_data / read_manifest(micro_data)[0]["image"]).read_bytes()
+    chosen = "data:image/png;base64," + base64.b64encode(image).decode()  # as the page's file chooser sends it
 
-    async def upload_and_draft():
+    async def choose_and_draft():
         await engine.start()
-        return await draft(str(upload))
+        return await draft(chosen)
 
-    *_, clues = asyncio.run(upload_and_draft())
-    assert len(clues) == bundle.config.clues.k
-    for overlay, caption in clues:
-        assert overlay.shape == (256, 256, 3) and overlay.dtype == np.uint8
+    *_, clues = asyncio.run(choose_and_draft())
+    figures = re.findall(r'<figure><img src="data:image/png;base64,([^"]+)"[^>]*><figcaption>([^<]+)</figcaption>', clues)
+    assert len(figures) == bundle.config.clues.k
+    for overlay, caption in figures:
+        assert Image.open(io.BytesIO(base64.b64decode(overlay))).size == (256, 256)  # the map over the image
         assert caption.startswith("Clue: ") and "(weight 0." in caption
 
 
