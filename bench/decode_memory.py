@@ -36,7 +36,7 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from rrg.imaging import ImageLimits, ImageTooLargeError, decode_image
+from rrg.data.imaging import ImageLimits, ImageTooLargeError, decode_image
 
 MIB = 1024 * 1024
 SIDE = 5000
@@ -44,7 +44,7 @@ OLD_LIMITS = {"max_pixels": 50_000_000, "max_side": 16384}
 
 CHILD = r"""
 import json, re, sys, time
-from rrg.imaging import ImageLimits, decode_image
+from rrg.data.imaging import ImageLimits, decode_image
 
 def status_bytes(field):
     return int(re.search(field + r":\s+(\d+) kB", open("/proc/self/status").read()).group(1)) * 1024

@@ -20,8 +20,8 @@ import torch
 from transformers import MistralConfig, MistralForCausalLM
 
 from rrg.config import load_model_config, with_ablation
-from rrg.vision import FindingHeads, VisionEncoder, open_clip_config
-from rrg.visual_prompt import PromptTexts, VisualPrompt
+from rrg.model.vision import FindingHeads, VisionEncoder, open_clip_config
+from rrg.model.visual_prompt import PromptTexts, VisualPrompt
 
 TEXT_DIM = 384
 

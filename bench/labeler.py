@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from eval.labeler import label_report
+from prompts.labeler import label_report
 from prompts.triplets import extract_triplets
-from rrg.datasets import packaged_iu_annotation, read_r2gen_annotation
+from rrg.data.datasets import packaged_iu_annotation, read_r2gen_annotation
 
 TARGET = 1000.0
 

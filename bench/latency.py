@@ -20,9 +20,8 @@ from pathlib import Path
 
 import openai
 
-from eval.labeler import RULES_LABELER_NAME, label_report
-from rrg.demo import read_manifest
-from rrg.demo_bundle import ensure_demo_bundle
+from rrg.data.manifest import read_manifest
+from rrg.demo.bundle import ensure_demo_bundle
 from rrg.paths import demo_data_dir
 from serving.launch import running_server
 
@@ -68,7 +67,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--engines", default="vllm,hf")
     args = parser.parse_args()
-    bundle = args.bundle or ensure_demo_bundle(label_report, RULES_LABELER_NAME)
+    bundle = args.bundle or ensure_demo_bundle()
     data = args.data or demo_data_dir()
     records = [r for r in read_manifest(data) if r["split"] == "test"][: args.requests]
     images = [(data / r["image"]).read_bytes() for r in records]

@@ -34,9 +34,8 @@ import openai
 from latency import percentile  # bench/latency.py, beside this script
 from PIL import Image
 
-from eval.labeler import RULES_LABELER_NAME, label_report
-from rrg.demo import read_manifest
-from rrg.demo_bundle import ensure_demo_bundle
+from rrg.data.manifest import read_manifest
+from rrg.demo.bundle import ensure_demo_bundle
 from rrg.paths import demo_data_dir
 from serving.launch import server_process
 
@@ -301,7 +300,7 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--abuse-only", action="store_true", help="only the vLLM server's mixed run and large images")
     args = parser.parse_args()
-    bundle = args.bundle or ensure_demo_bundle(label_report, RULES_LABELER_NAME, log=lambda m: print(m, file=sys.stderr))
+    bundle = args.bundle or ensure_demo_bundle(log=lambda m: print(m, file=sys.stderr))
     data = demo_data_dir()
     images = [base64.b64encode((data / r["image"]).read_bytes()).decode()
               for r in read_manifest(data) if r["split"] == "test"][:64]

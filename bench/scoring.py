@@ -20,10 +20,10 @@ from pathlib import Path
 
 from eval.cider import cider_scores
 from eval.clinical import clinical_efficacy
-from eval.labeler import RulesLabeler
 from eval.meteor import MeteorScorer
 from eval.nlg import bleu_scores, rouge_l_score, tokenized_pairs
-from rrg.datasets import packaged_iu_annotation, read_r2gen_annotation
+from prompts.labeler import RulesLabeler
+from rrg.data.datasets import packaged_iu_annotation, read_r2gen_annotation
 
 TARGET_SECONDS = 60.0
 

@@ -15,12 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from eval.labeler import RULES_LABELER_NAME, label_report
-from rrg.demo_bundle import ensure_demo_data
+from rrg.demo.bundle import ensure_demo_data
 
 
 def main() -> int:
-    data = ensure_demo_data(label_report, RULES_LABELER_NAME, log=lambda m: print(m, file=sys.stderr))
+    data = ensure_demo_data(log=lambda m: print(m, file=sys.stderr))
     with tempfile.TemporaryDirectory() as folder:
         bundle = Path(folder) / "bundle"
         started = time.perf_counter()

@@ -24,10 +24,10 @@ import sys
 from pathlib import Path
 
 from eval.compare import compare_table
-from eval.labeler import RULES_LABELER_NAME, RulesLabeler, label_report
 from eval.retrieval_quality import retrieval_lines
 from eval.scoring import METRICS, NLG_KEYS, score_records
-from rrg.jsonl import JsonlError, read_jsonl
+from prompts.labeler import RulesLabeler
+from rrg.data.jsonl import JsonlError, read_jsonl
 
 
 def score_predictions(predictions: Path, out: Path, labelers=None) -> dict:
@@ -45,9 +45,9 @@ def _log(message: str) -> None:
 def _data(args: argparse.Namespace) -> Path:
     if args.data is not None:
         return args.data
-    from rrg.demo_bundle import ensure_demo_data
+    from rrg.demo.bundle import ensure_demo_data
 
-    return ensure_demo_data(label_report, RULES_LABELER_NAME, progress=not args.quiet, log=_log)
+    return ensure_demo_data(progress=not args.quiet, log=_log)
 
 
 def _generate(args: argparse.Namespace) -> tuple[list[dict], list[dict], dict, str | None]:
@@ -100,9 +100,9 @@ def _generate(args: argparse.Namespace) -> tuple[list[dict], list[dict], dict, s
 
 
 def _demo_bundle(args: argparse.Namespace) -> Path:
-    from rrg.demo_bundle import ensure_demo_bundle
+    from rrg.demo.bundle import ensure_demo_bundle
 
-    return ensure_demo_bundle(label_report, RULES_LABELER_NAME, progress=not args.quiet, log=_log)
+    return ensure_demo_bundle(progress=not args.quiet, log=_log)
 
 
 def _ce_lines(metrics: dict, labeler: str) -> list[str]:

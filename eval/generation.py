@@ -22,10 +22,10 @@ from tqdm import tqdm
 
 from retrieval.cosine_index import Neighbor
 from rrg.bundle import Bundle
-from rrg.demo import read_manifest
+from rrg.data.imaging import load_image
+from rrg.data.manifest import read_manifest
 from rrg.drafting import Drafter, LocalDrafter
-from rrg.generator import SamplingSettings
-from rrg.imaging import load_image
+from rrg.model.generator import SamplingSettings
 
 BASELINES = ("majority", "nearest")
 

@@ -27,7 +27,7 @@ from retrieval.metrics import (
     tail_label_recall,
     tail_labels,
 )
-from rrg.demo import read_manifest
+from rrg.data.manifest import read_manifest
 
 
 def retrieval_quality(records: list[dict], data: Path) -> dict:

@@ -22,10 +22,10 @@ from pathlib import Path
 from eval.cider import cider_scores
 from eval.clinical import clinical_efficacy, example_f1, per_label_scores
 from eval.html_report import write_report
-from eval.labeler import RulesLabeler
 from eval.meteor import MeteorUnavailable, shared_scorer
 from eval.nlg import bleu_scores, prepare_report, rouge_l_score, sentence_bleu4, tokenized_pairs
 from eval.retrieval_quality import retrieval_quality
+from prompts.labeler import RulesLabeler
 from prompts.vocabulary import CHEXBERT_LABELS
 
 METRICS, PER_LABEL, PREDICTIONS, REPORT = "metrics.json", "per_label.csv", "predictions.jsonl", "report.html"

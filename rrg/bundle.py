@@ -10,7 +10,7 @@
                          "lrp_attention.*"; with clues "clues.*" and "clue_projector.*") and, for
                          hyperbolic retrieval, the LRE ("retriever.*")
     index/               the retrieval index over the reference reports (cosine or hyperbolic)
-    prompts/             with fusion or clues: the encoded text prompts (rrg/prompt_texts.py)
+    prompts/             with fusion or clues: the encoded text prompts (rrg/model/prompt_texts.py)
 
 Each part loads on its own, so a serving front can build prompts (vision, heads, projector,
 index and the LLM's token embeddings) without loading the language model itself.
@@ -34,11 +34,11 @@ from prompts.vocabulary import MEDKLIP_ENTITIES
 from retrieval.index_files import index_kind, open_index
 from retrieval.lre import RetrievalEnhancer
 from rrg.config import ModelConfig, RetrievalConfig
-from rrg.generator import PromptEmbedder, load_llm, torch_dtype, with_merged_lora
-from rrg.prompt_texts import PROMPTS, PromptTextEncodings, uses_text_prompts
-from rrg.references import ReferenceRetriever
-from rrg.vision import FindingHeads, VisionEncoder
-from rrg.visual_prompt import VisualPrompt
+from rrg.model.generator import PromptEmbedder, load_llm, torch_dtype, with_merged_lora
+from rrg.model.prompt_texts import PROMPTS, PromptTextEncodings, uses_text_prompts
+from rrg.model.references import ReferenceRetriever
+from rrg.model.vision import FindingHeads, VisionEncoder
+from rrg.model.visual_prompt import VisualPrompt
 
 # 2: the finding heads carry suggestion thresholds and the prompt names the suggested findings.
 BUNDLE_FORMAT = 2

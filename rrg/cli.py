@@ -16,14 +16,14 @@ import time
 from pathlib import Path
 
 from rrg.config import ABLATIONS
-from rrg.jsonl import JsonlError
+from rrg.data.jsonl import JsonlError
 
 
 def _per_report(args: argparse.Namespace, field: str, what: str, describe) -> int:
     """Read {"id", "report"} lines, write {"id", field: describe(report)} lines, with progress."""
     from tqdm import tqdm
 
-    from rrg.jsonl import read_jsonl, write_jsonl
+    from rrg.data.jsonl import read_jsonl, write_jsonl
 
     started = time.perf_counter()
     records = read_jsonl(args.input, required=("id", "report"))
@@ -34,7 +34,7 @@ def _per_report(args: argparse.Namespace, field: str, what: str, describe) -> in
 
 
 def _label(args: argparse.Namespace) -> int:
-    from eval.labeler import RULES_LABELER_NAME, label_report
+    from prompts.labeler import RULES_LABELER_NAME, label_report
 
     return _per_report(args, "labels", f"labelling ({RULES_LABELER_NAME} labeler)", label_report)
 
@@ -51,8 +51,7 @@ def _triplets(args: argparse.Namespace) -> int:
 
 
 def _data_demo(args: argparse.Namespace) -> int:
-    from eval.labeler import RULES_LABELER_NAME, label_report
-    from rrg.demo import PHANTOM_NOTICE, DemoConfig, build_demo, demo_exists
+    from rrg.demo.data import PHANTOM_NOTICE, DemoConfig, build_demo, demo_exists
     from rrg.paths import demo_data_dir
 
     out = Path(args.out) if args.out else demo_data_dir()
@@ -64,7 +63,7 @@ def _data_demo(args: argparse.Namespace) -> int:
     )
     _say(args, f"building the demo data set: {config}")
     _say(args, PHANTOM_NOTICE)
-    summary = build_demo(config, label_report, RULES_LABELER_NAME, progress=not args.quiet)
+    summary = build_demo(config, progress=not args.quiet)
     counts = ", ".join(f"{split} {n}" for split, n in summary["studies"].items())
     _say(
         args, f"demo data set at {out}: {counts}; {summary['build_seconds']} s; look at {out / 'gallery.png'}"
@@ -93,16 +92,15 @@ def _overrides(pairs: list[str]) -> dict[str, dict]:
 def _train(args: argparse.Namespace) -> int:
     import json
 
-    from eval.labeler import label_report
     from rrg.config import load_model_config, with_ablation
-    from rrg.train import train_bundle
+    from rrg.training.train import train_bundle
 
     config = load_model_config(args.config)
     if args.ablation:
         config = with_ablation(config, args.ablation)
     config = config.replace(**_overrides(args.set or []))
     _say(args, f"rrg train: {args.data} -> {args.out}\nconfig:\n{json.dumps(config.to_dict(), indent=2)}")
-    facts = train_bundle(Path(args.data), Path(args.out), config, label_report, progress=not args.quiet,
+    facts = train_bundle(Path(args.data), Path(args.out), config, progress=not args.quiet,
                          log=lambda m: _say(args, m), force=args.force)
     _say(args, f"bundle ready at {args.out} ({facts['training_seconds_this_run']} s this run)")
     if config.demo:
@@ -112,10 +110,9 @@ def _train(args: argparse.Namespace) -> int:
 
 def ensure_demo_bundle(args: argparse.Namespace) -> Path:
     """The demo bundle in the cache, built (demo data, then training) if it is not there yet."""
-    from eval.labeler import RULES_LABELER_NAME, label_report
-    from rrg.demo_bundle import ensure_demo_bundle as ensure
+    from rrg.demo.bundle import ensure_demo_bundle as ensure
 
-    return ensure(label_report, RULES_LABELER_NAME, progress=not args.quiet, log=lambda m: _say(args, m))
+    return ensure(progress=not args.quiet, log=lambda m: _say(args, m))
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -123,9 +120,9 @@ def _generate(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from rrg.bundle import Bundle
+    from rrg.data.imaging import load_image
     from rrg.drafting import LocalDrafter, disclaimer
-    from rrg.generator import SamplingSettings
-    from rrg.imaging import load_image
+    from rrg.model.generator import SamplingSettings
 
     bundle = Bundle.open(args.bundle or ensure_demo_bundle(args))
     drafter = LocalDrafter(bundle)
@@ -148,7 +145,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _index_build(args: argparse.Namespace) -> int:
-    from rrg.reference_index import build_bundle_index
+    from rrg.training.reference_index import build_bundle_index
 
     build_bundle_index(Path(args.bundle), Path(args.reports), split=args.split, add=args.add,
                        progress=not args.quiet, log=lambda m: _say(args, m))

@@ -1,6 +1,6 @@
 """Typed model configs, built from named JSON files: `demo-tiny`, `mistral-7b-lora`, or a path.
 
-A new model is a new JSON file under `rrg/model_configs/`, not new code (as open_clip does it).
+A new model is a new JSON file under `rrg/model/configs/`, not new code (as open_clip does it).
 The config travels in every bundle's `config.json` and is printed at the start of every run.
 """
 
@@ -21,7 +21,7 @@ PHANTOM_NOTICE = (
 
 @dataclass(frozen=True)
 class VisionConfig:
-    """The image encoder: an open_clip model config (rrg/model_configs/open_clip/<name>.json)."""
+    """The image encoder: an open_clip model config (rrg/model/configs/open_clip/<name>.json)."""
 
     open_clip_model: str = "rrg-vit-tiny"
     image_size: int = 128
@@ -34,7 +34,7 @@ RETRIEVAL_KINDS = ("cosine", "hyperbolic")
 
 @dataclass(frozen=True)
 class RetrievalConfig:
-    """How reference reports are retrieved for the prompt (rrg/references.py).
+    """How reference reports are retrieved for the prompt (rrg/model/references.py).
 
     cosine      retrieval v1: the training studies whose image embeddings are nearest in cosine
     hyperbolic  REVTAF's LRE: entity logits through a hyperbolic network onto the Poincare ball of
@@ -255,7 +255,7 @@ def with_ablation(config: ModelConfig, name: str) -> ModelConfig:
 
 def model_config_names() -> list[str]:
     """The named configs shipped with rrg."""
-    folder = resources.files("rrg").joinpath("model_configs")
+    folder = resources.files("rrg.model").joinpath("configs")
     return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
 
 
@@ -265,7 +265,7 @@ def load_model_config(name_or_path: str | Path) -> ModelConfig:
     if path.suffix == ".json" and path.is_file():
         text = path.read_text()
     elif str(name_or_path) in model_config_names():
-        text = resources.files("rrg").joinpath(f"model_configs/{name_or_path}.json").read_text()
+        text = resources.files("rrg.model").joinpath(f"configs/{name_or_path}.json").read_text()
     else:
         raise ValueError(f"no model config {str(name_or_path)!r}: use one of {', '.join(model_config_names())} or a .json path")
     return ModelConfig.from_dict(json.loads(text))

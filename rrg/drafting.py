@@ -21,15 +21,15 @@ from prompts.clues import ClueOutput
 from prompts.vocabulary import CHEXBERT_LABELS
 from retrieval.cosine_index import Neighbor
 from rrg.bundle import Bundle
-from rrg.generator import SamplingSettings, generate_hf
-from rrg.imaging import fit_to_square
-from rrg.prompt_texts import present_entities
-from rrg.suggested_findings import finding_names, suggest
-from rrg.visual_prompt import PromptTexts
+from rrg.data.imaging import fit_to_square
+from rrg.model.generator import SamplingSettings, generate_hf
+from rrg.model.prompt_texts import present_entities
+from rrg.model.suggested_findings import finding_names, suggest
+from rrg.model.visual_prompt import PromptTexts
 
 MACHINE_DRAFT = "Machine draft, not for clinical use."
 # Uploads are decoded shrunk to a long side of at least this (or the model's input size, if larger) and
-# under twice it (rrg.imaging's longest_side): enough for the model and for a person checking the
+# under twice it (rrg.data.imaging's longest_side): enough for the model and for a person checking the
 # decoding, at a fraction of a full decode's memory.
 VIEW_SIDE = 512
 

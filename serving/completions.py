@@ -3,9 +3,9 @@
 Untrusted input is checked here, before any model runs (the fields' own ranges are checked by
 `serving.protocol`): the model name, the instruction's length in tokens against the model's context
 (before the image is decoded or the shared front sees it), the image (base64 or data URL of PNG,
-JPEG or DICOM, through `rrg.imaging`), and `max_tokens` against the context once the prompt is
+JPEG or DICOM, through `rrg.data.imaging`), and `max_tokens` against the context once the prompt is
 built. Images are decoded by a small pool of threads, shrunk while decoding to the drafter's
-`decode_side`: `rrg.imaging`'s limits bound one decode's memory and the pool bounds how many run at
+`decode_side`: `rrg.data.imaging`'s limits bound one decode's memory and the pool bounds how many run at
 once. Every draft, from the API or the page, takes a slot (`serving.limits`: a 429 when slots and
 queue are full, a 504 past the request timeout), goes through the front in micro-batches with other
 requests (`serving.front`), then to the engine. A stream's errors before its first chunk are
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from fastapi.responses import StreamingResponse
 
 from rrg.bundle import Bundle
+from rrg.data.imaging import DecodedImage, ImageError, ImageLimits, ImageTooLargeError, decode_image
 from rrg.drafting import Drafter, DraftPlan, disclaimer
-from rrg.generator import Generation, SamplingSettings
-from rrg.imaging import DecodedImage, ImageError, ImageLimits, ImageTooLargeError, decode_image
+from rrg.model.generator import Generation, SamplingSettings
 from serving.engine import Engine, EngineError
 from serving.errors import INTERNAL_ERROR
 from serving.front import FrontBatcher
@@ -55,7 +55,7 @@ from serving.protocol import (
 
 log = logging.getLogger("rrg.serving")
 
-# Threads decoding uploads at once: each holds at most one image's raster (rrg.imaging's limits).
+# Threads decoding uploads at once: each holds at most one image's raster (rrg.data.imaging's limits).
 DECODE_WORKERS = min(4, os.cpu_count() or 1)
 
 

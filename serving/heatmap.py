@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from rrg.imaging import fit_to_square
+from rrg.data.imaging import fit_to_square
 
 
 def clue_overlay(pixels: np.ndarray, attention: list[list[float]] | np.ndarray, size: int = 256) -> np.ndarray:

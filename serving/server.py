@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rrg.bundle import Bundle
-from rrg.imaging import ImageLimits
-from rrg.imaging.limits import MIB
+from rrg.data.imaging import ImageLimits
+from rrg.data.imaging.limits import MIB
 from serving.app import build_app
 from serving.completions import CompletionService
 from serving.engine import make_engine

@@ -18,11 +18,10 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from eval.labeler import RULES_LABELER_NAME, label_report
 from rrg.config import load_model_config, with_ablation
-from rrg.datasets import packaged_iu_annotation, read_r2gen_annotation
-from rrg.demo import DemoConfig, build_demo
-from rrg.train import train_bundle
+from rrg.data.datasets import packaged_iu_annotation, read_r2gen_annotation
+from rrg.demo.data import DemoConfig, build_demo
+from rrg.training.train import train_bundle
 
 MICRO_STUDIES = {"train": 32, "val": 8, "test": 8}
 
@@ -44,15 +43,14 @@ def micro_data(tmp_path_factory) -> Path:
     annotation = folder / "annotation.json"
     annotation.write_text(json.dumps(micro_annotation()))
     out = folder / "set"
-    build_demo(DemoConfig(out=out, annotation=annotation, image_size=64, workers=1), label_report, RULES_LABELER_NAME,
-               progress=False)
+    build_demo(DemoConfig(out=out, annotation=annotation, image_size=64, workers=1), progress=False)
     return out
 
 
 @pytest.fixture(scope="session")
 def micro_bundle(micro_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("micro-bundle") / "bundle"
-    train_bundle(micro_data, out, load_model_config("test-micro"), label_report, progress=False, log=lambda _: None)
+    train_bundle(micro_data, out, load_model_config("test-micro"), progress=False, log=lambda _: None)
     return out
 
 
@@ -66,7 +64,7 @@ def micro_hyperbolic_bundle(micro_data, tmp_path_factory) -> Path:
         retrieval={"kind": "hyperbolic", "hidden": 32, "dim": 16},
         training={"retriever_epochs": 4, "retriever_batch": 8, "lm_epochs": 1, "clip_epochs": 2, "clip_pca_dim": 4},
     )
-    train_bundle(micro_data, out, config, label_report, progress=False, log=lambda _: None)
+    train_bundle(micro_data, out, config, progress=False, log=lambda _: None)
     return out
 
 
@@ -81,7 +79,7 @@ def micro_fused_bundle(micro_data, tmp_path_factory) -> Path:
         clues={"dim": 16, "heads": 2, "queries": 2},
         training={"retriever_epochs": 2, "retriever_batch": 8, "lm_epochs": 1},
     )
-    train_bundle(micro_data, out, config, label_report, progress=False, log=lambda _: None)
+    train_bundle(micro_data, out, config, progress=False, log=lambda _: None)
     return out
 
 

@@ -1,4 +1,5 @@
-"""The layout of DESIGN.md section 3: five import packages whose dependencies point one way."""
+"""The layout of DESIGN.md section 3: five import packages whose dependencies point one way, rooms
+inside `rrg` (data, model, training, demo)."""
 
 from __future__ import annotations
 
@@ -17,19 +18,36 @@ ALLOWED = {
     "eval": {"rrg", "retrieval", "prompts"},
     "serving": {"rrg", "retrieval", "prompts"},
 }
-# The command line is the composition root: it wires the labeler (eval) and the server (serving).
+# The command line is the composition root: it wires the server (serving) and rrg-eval's scorers (eval).
 COMPOSITION_ROOTS = {ROOT / "rrg" / "cli.py": {"eval", "serving"}}
+# The phantom demo is reached only through the command lines (and their default, the demo bundle).
+DEMO_USERS = {ROOT / "rrg" / "cli.py", ROOT / "eval" / "cli.py"}
 
 
-def _imported_packages(path: Path) -> set[str]:
+def _imported_modules(path: Path) -> set[str]:
+    """Every module of ours that a file imports, at the top or inside a function."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-    return names & set(PACKAGES)
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)  # `from pkg import module`
+    return {name for name in names if name.split(".")[0] in PACKAGES}
+
+
+def _imported_packages(path: Path) -> set[str]:
+    return {name.split(".")[0] for name in _imported_modules(path)}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _source_files() -> list[Path]:
+    return sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py"))
 
 
 def test_the_five_packages_and_top_level_files_exist():
@@ -47,6 +65,15 @@ def test_dependencies_point_one_way(package):
         for imported in _imported_packages(path) - allowed:
             offenders.append(f"{path.relative_to(ROOT)} imports {imported}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_only_the_command_lines_reach_the_phantom_demo():
+    offenders = [
+        str(path.relative_to(ROOT)) for path in _source_files()
+        if not path.is_relative_to(ROOT / "rrg" / "demo") and path not in DEMO_USERS
+        and any(name == "rrg.demo" or name.startswith("rrg.demo.") for name in _imported_modules(path))
+    ]
+    assert not offenders, f"import rrg.demo: {offenders}"
 
 
 def test_ci_runs_make_test():

@@ -11,7 +11,7 @@ import pytest
 from eval.cli import main
 from eval.generation import majority_report
 from rrg.bundle import Bundle
-from rrg.demo import read_manifest
+from rrg.data.manifest import read_manifest
 
 
 def _read_lines(path: Path) -> list[dict]:

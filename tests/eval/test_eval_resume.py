@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from eval.cli import main
-from rrg.demo import read_manifest
+from rrg.data.manifest import read_manifest
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from eval.cli import main
-from rrg.demo import read_manifest
+from rrg.data.manifest import read_manifest
 from serving.launch import ServerFailedError, running_server
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ import json
 import pytest
 from PIL import Image
 
-from rrg.datasets import (
+from rrg.data.datasets import (
     DatasetError,
     iu_xray_studies,
     mimic_cxr_studies,
@@ -17,7 +17,7 @@ from rrg.datasets import (
     read_r2gen_annotation,
     report_sections,
 )
-from rrg.demo import demo_splits
+from rrg.demo.data import demo_splits
 
 
 def _write_png(path):

@@ -36,7 +36,7 @@ SLACK = 48 * MIB
 # warm-up decode of a tiny file of the same format imports every plugin before the baseline.
 CHILD = r"""
 import json, re, sys, time
-from rrg.imaging import ImageLimits, decode_image
+from rrg.data.imaging import ImageLimits, decode_image
 
 def status_bytes(field):
     return int(re.search(field + r":\s+(\d+) kB", open("/proc/self/status").read()).group(1)) * 1024

@@ -9,8 +9,9 @@ import pytest
 
 from prompts.vocabulary import CHEXBERT_LABELS
 from rrg.cli import main
-from rrg.demo import MANIFEST, demo_exists, read_manifest
-from rrg.imaging import load_image
+from rrg.data.imaging import load_image
+from rrg.data.manifest import MANIFEST, read_manifest
+from rrg.demo.data import demo_exists
 
 ANNOTATION = {
     "train": [

@@ -20,17 +20,17 @@ import pytest
 import torch
 from PIL import Image
 
-from eval.labeler import RULES_LABELER_NAME, label_report
+from prompts.labeler import label_report
 from prompts.report_text import split_sentences
 from rrg.bundle import Bundle
 from rrg.config import ModelConfig, load_model_config
-from rrg.datasets import packaged_iu_annotation, read_r2gen_annotation
-from rrg.demo import DemoConfig, build_demo
+from rrg.data.datasets import packaged_iu_annotation, read_r2gen_annotation
+from rrg.data.imaging import decode_image
+from rrg.demo.data import DemoConfig, build_demo
+from rrg.demo.phantom import PhantomFinding, render_phantom
 from rrg.drafting import Draft, LocalDrafter
-from rrg.generator import SamplingSettings
-from rrg.imaging import decode_image
-from rrg.phantom import PhantomFinding, render_phantom
-from rrg.train import train_bundle
+from rrg.model.generator import SamplingSettings
+from rrg.training.train import train_bundle
 
 EFFUSION = "Pleural Effusion"
 PHANTOMS_PER_EFFUSION_REPORT = 36
@@ -75,11 +75,10 @@ def train_and_draft(folder: Path, config: ModelConfig) -> tuple[list[Draft], lis
     annotation = folder / "annotation.json"
     annotation.write_text(json.dumps(effusion_annotation()))
     data = folder / "set"
-    build_demo(DemoConfig(out=data, annotation=annotation, image_size=IMAGE_SIZE, workers=1), label_report,
-               RULES_LABELER_NAME, progress=False)
+    build_demo(DemoConfig(out=data, annotation=annotation, image_size=IMAGE_SIZE, workers=1), progress=False)
     threads = torch.get_num_threads()
     try:  # training sets the process's thread count; later tests get theirs back
-        train_bundle(data, folder / "bundle", config, label_report, progress=False, log=lambda _: None)
+        train_bundle(data, folder / "bundle", config, progress=False, log=lambda _: None)
         drafter = LocalDrafter(Bundle.open(folder / "bundle"))
         with_effusion = [_as_uploaded(render_phantom(s, [LARGE_RIGHT_EFFUSION], IMAGE_SIZE)) for s in TEST_STUDIES]
         normal = [_as_uploaded(render_phantom(s, [], IMAGE_SIZE)) for s in TEST_STUDIES]

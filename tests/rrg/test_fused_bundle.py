@@ -16,12 +16,12 @@ from safetensors.torch import load_file
 from prompts.reference_prompts import grp_sentences
 from rrg.bundle import Bundle, BundleError
 from rrg.cli import main
-from rrg.demo import read_manifest
+from rrg.data.imaging import load_image
+from rrg.data.manifest import read_manifest
 from rrg.drafting import Drafter, LocalDrafter
-from rrg.generator import SamplingSettings
-from rrg.imaging import load_image
-from rrg.prompt_texts import PROMPTS
-from rrg.reference_index import build_bundle_index
+from rrg.model.generator import SamplingSettings
+from rrg.model.prompt_texts import PROMPTS
+from rrg.training.reference_index import build_bundle_index
 from serving.app import build_app
 from serving.completions import CompletionService
 from serving.engine import HfEngine
@@ -154,9 +154,8 @@ class _Killed(Exception):
 
 
 def test_a_fused_run_stopped_mid_drafting_resumes_to_the_same_bundle(micro_fused_bundle, micro_data, tmp_path, monkeypatch):
-    from eval.labeler import label_report
-    from rrg.checkpoints import Checkpoints
-    from rrg.train import train_bundle
+    from rrg.training.checkpoints import Checkpoints
+    from rrg.training.train import train_bundle
 
     config = Bundle.open(micro_fused_bundle).config
     save_step = Checkpoints.save_step
@@ -169,11 +168,11 @@ def test_a_fused_run_stopped_mid_drafting_resumes_to_the_same_bundle(micro_fused
     out = tmp_path / "stopped"
     monkeypatch.setattr(Checkpoints, "save_step", save_then_die)
     with pytest.raises(_Killed):
-        train_bundle(micro_data, out, config, label_report, progress=False, log=lambda _: None)
+        train_bundle(micro_data, out, config, progress=False, log=lambda _: None)
     assert (out / PROMPTS).is_dir() and not (out / "config.json").exists()
     monkeypatch.setattr(Checkpoints, "save_step", save_step)
     messages = []
-    train_bundle(micro_data, out, config, label_report, progress=False, log=messages.append)
+    train_bundle(micro_data, out, config, progress=False, log=messages.append)
     assert any("drafting: resuming at step" in m for m in messages)
     assert not any("encoding the text prompts" in m for m in messages)  # reloaded, not encoded again
     expected, got = load_file(micro_fused_bundle / "modules.safetensors"), load_file(out / "modules.safetensors")

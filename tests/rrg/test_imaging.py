@@ -1,4 +1,4 @@
-"""rrg.imaging: every upload becomes a grayscale float32 array in [0, 1] or a typed, PHI-free error."""
+"""rrg.data.imaging: every upload becomes a grayscale float32 array in [0, 1] or a typed, PHI-free error."""
 
 import dataclasses
 import io
@@ -14,7 +14,7 @@ from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 from pydicom.uid import MPEG2MPML, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-from rrg.imaging import (
+from rrg.data.imaging import (
     DecodedImage,
     DicomNoPixelDataError,
     EmptyImageError,
@@ -384,7 +384,7 @@ def test_png_header_declaring_a_huge_image_is_refused_before_decoding(patch_png_
 
 
 def test_default_limits_fit_the_largest_chest_detector_and_no_more():
-    from rrg.imaging.limits import check_dimensions
+    from rrg.data.imaging.limits import check_dimensions
 
     limits = ImageLimits()
     side = 4300  # a 43 cm detector at 100 um

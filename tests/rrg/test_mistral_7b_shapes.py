@@ -12,10 +12,10 @@ from transformers import MistralConfig, MistralForCausalLM
 
 from prompts.vocabulary import CHEXBERT_LABELS
 from rrg.config import load_model_config, with_ablation
-from rrg.generator import PromptEmbedder, torch_dtype, with_new_lora
-from rrg.tokenizer import train_report_tokenizer
-from rrg.vision import FindingHeads, VisionEncoder, open_clip_config
-from rrg.visual_prompt import PromptTexts, VisualPrompt
+from rrg.model.generator import PromptEmbedder, torch_dtype, with_new_lora
+from rrg.model.vision import FindingHeads, VisionEncoder, open_clip_config
+from rrg.model.visual_prompt import PromptTexts, VisualPrompt
+from rrg.training.tokenizer import train_report_tokenizer
 
 TEXT_DIM = 384  # all-MiniLM-L6-v2, the prompt text encoder
 MISTRAL_7B_PARAMETERS = 7_241_732_096  # Mistral-7B-v0.1, untied embeddings

@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 
 from prompts.vocabulary import CHEXBERT_LABELS, MEDKLIP_ENTITIES, MEDKLIP_POSITIONS
-from rrg.phantom import (
+from rrg.demo.phantom import (
     FINDING_KINDS,
     PhantomFinding,
     findings_from_report,
@@ -17,9 +17,9 @@ from rrg.phantom import (
     render_phantom,
     render_report_phantom,
 )
-from rrg.phantom.findings import DEVICE_ENTITIES, LABEL_ENTITIES, MIDLINE_KINDS, POSITION_PLACE
-from rrg.phantom.layers import normal_layers
-from rrg.phantom.pathology import draw_finding
+from rrg.demo.phantom.findings import DEVICE_ENTITIES, LABEL_ENTITIES, MIDLINE_KINDS, POSITION_PLACE
+from rrg.demo.phantom.layers import normal_layers
+from rrg.demo.phantom.pathology import draw_finding
 
 STUDY = "CXR1234_IM-0123"
 SIZE = 256

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rrg.imaging import decode_image, load_image, to_model_input
+from rrg.data.imaging import decode_image, load_image, to_model_input
 
 NIH = Path(__file__).resolve().parents[1] / "data" / "nih_cxr14"
 

@@ -15,9 +15,9 @@ from retrieval.lre import RetrievalEnhancer
 from rrg.bundle import Bundle, BundleError
 from rrg.cli import main
 from rrg.config import load_model_config
-from rrg.demo import read_manifest
+from rrg.data.imaging import fit_to_square, load_image
+from rrg.data.manifest import read_manifest
 from rrg.drafting import Drafter
-from rrg.imaging import fit_to_square, load_image
 
 
 def test_hyperbolic_bundle_carries_its_lre_and_a_hyperbolic_index(micro_hyperbolic_bundle):

@@ -11,10 +11,17 @@ import pytest
 from prompts.instructions import after_image
 from prompts.vocabulary import CHEXBERT_LABELS
 from rrg.bundle import Bundle, OutdatedBundleError
-from rrg.demo import read_manifest
+from rrg.data.imaging import load_image
+from rrg.data.manifest import read_manifest
 from rrg.drafting import Drafter
-from rrg.imaging import load_image
-from rrg.suggested_findings import NEVER, example_f1, finding_names, suggest, tune_thresholds, with_no_finding
+from rrg.model.suggested_findings import (
+    NEVER,
+    example_f1,
+    finding_names,
+    suggest,
+    tune_thresholds,
+    with_no_finding,
+)
 
 CARDIOMEGALY = CHEXBERT_LABELS.index("Cardiomegaly")
 FRACTURE = CHEXBERT_LABELS.index("Fracture")
@@ -101,12 +108,11 @@ def test_a_bundle_of_the_older_format_is_refused_with_the_fix(micro_bundle, tmp_
 
 
 def test_findings_first_moves_finding_sentences_ahead_keeping_every_word():
-    from eval.labeler import label_report
-    from rrg.training_data import findings_first
+    from rrg.data.training_data import findings_first
 
     report = "The heart is normal in size. The lungs are clear. Small left pleural effusion. No pneumothorax."
-    assert findings_first(report, label_report) == (
+    assert findings_first(report) == (
         "Small left pleural effusion. The heart is normal in size. The lungs are clear. No pneumothorax."
     )
     normal = "The heart is normal in size. The lungs are clear."
-    assert findings_first(normal, label_report) == normal
+    assert findings_first(normal) == normal

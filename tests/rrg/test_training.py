@@ -14,12 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from eval.labeler import label_report
 from rrg.bundle import Bundle, save_modules, save_vision
-from rrg.demo import read_manifest
+from rrg.data.imaging import load_image
+from rrg.data.manifest import read_manifest
 from rrg.drafting import Drafter, LocalDrafter
-from rrg.generator import SamplingSettings
-from rrg.imaging import load_image
+from rrg.model.generator import SamplingSettings
 
 
 def _tensors(bundle: Path) -> dict[str, torch.Tensor]:
@@ -61,7 +60,7 @@ def test_bundle_save_and_load_round_trip_exactly(micro_bundle, micro_data, tmp_p
 def test_merged_lora_gives_the_adapters_logits_and_saves_a_loadable_model(micro_bundle, tmp_path):
     from peft import PeftModel
 
-    from rrg.generator import load_llm
+    from rrg.model.generator import load_llm
 
     bundle = Bundle.open(micro_bundle)
     dtype = bundle.config.generator.dtype
@@ -108,13 +107,13 @@ def test_training_resumes_after_kill_and_reproduces_the_uninterrupted_bundle(mic
 
 def test_an_unfinished_run_with_another_config_is_refused(micro_data, tmp_path):
     from rrg.config import load_model_config
-    from rrg.train import train_bundle
+    from rrg.training.train import train_bundle
 
     out = tmp_path / "b"
     (out / ".train").mkdir(parents=True)
     (out / ".train" / "state.json").write_text(json.dumps({"fingerprint": "other", "done": {}}))
     with pytest.raises(ValueError, match="another config"):
-        train_bundle(micro_data, out, load_model_config("test-micro"), label_report, progress=False, log=lambda _: None)
+        train_bundle(micro_data, out, load_model_config("test-micro"), progress=False, log=lambda _: None)
 
 
 def test_rrg_generate_json_drafts_png_and_dicom(micro_bundle, micro_data, tmp_path, make_dicom):
@@ -147,12 +146,12 @@ def test_local_drafter_is_deterministic_under_greedy_decoding(micro_bundle, micr
 def test_a_pretrained_base_is_loaded_from_a_folder_and_stays_frozen(micro_bundle, micro_data, tmp_path):
     """The mistral-7b-lora path (base from a folder or hub id), on a tiny Mistral in the same HF format."""
     from rrg.config import load_model_config
-    from rrg.train import train_bundle
+    from rrg.training.train import train_bundle
 
     base = micro_bundle / "llm"
     config = load_model_config("test-micro").replace(generator={"base": str(base)}, training={"lm_epochs": 0})
     out = tmp_path / "on-a-base"
-    train_bundle(micro_data, out, config, label_report, progress=False, log=lambda _: None)
+    train_bundle(micro_data, out, config, progress=False, log=lambda _: None)
     bundle = Bundle.open(out)
     assert bundle.facts["training_summary"]["language"] == {"base": str(base), "trained": False,
                                                              "seconds": bundle.facts["training_summary"]["language"]["seconds"]}

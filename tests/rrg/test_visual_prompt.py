@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from rrg.config import ABLATIONS, ModelConfig, load_model_config, with_ablation
-from rrg.losses import VisualPromptLosses, clue_selection_loss
-from rrg.projector import VisualProjector
-from rrg.visual_prompt import PromptTexts, VisualPrompt
+from rrg.model.projector import VisualProjector
+from rrg.model.visual_prompt import PromptTexts, VisualPrompt
+from rrg.training.losses import VisualPromptLosses, clue_selection_loss
 
 WIDTH, HIDDEN, TEXT, GRID = 12, 32, 8, 4  # patch token width, LLM width, text width, 4x4 patches
 

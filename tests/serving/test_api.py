@@ -10,10 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rrg.bundle import Bundle
-from rrg.demo import read_manifest
+from rrg.data.imaging import ImageLimits, load_image
+from rrg.data.manifest import read_manifest
 from rrg.drafting import LocalDrafter
-from rrg.generator import SamplingSettings
-from rrg.imaging import ImageLimits, load_image
+from rrg.model.generator import SamplingSettings
 from serving.app import build_app
 from serving.completions import CompletionService
 from serving.engine import HfEngine

@@ -22,9 +22,9 @@ import torch
 from fastapi.testclient import TestClient
 
 from rrg.bundle import Bundle
-from rrg.demo import read_manifest
+from rrg.data.imaging import ImageLimits, load_image
+from rrg.data.manifest import read_manifest
 from rrg.drafting import Drafter
-from rrg.imaging import ImageLimits, load_image
 from serving.app import build_app
 from serving.completions import CompletionService
 from serving.engine import HfEngine

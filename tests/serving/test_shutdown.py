@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from rrg.demo import read_manifest
+from rrg.data.manifest import read_manifest
 from serving.launch import ServerFailedError, server_process
 
 pytestmark = pytest.mark.slow

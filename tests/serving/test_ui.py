@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rrg.imaging.limits import ImageLimits
+from rrg.data.imaging.limits import ImageLimits
 from serving.protocol import APIError
 from serving.ui import DRAFT_FILE_NAME, REFUSED_PAGE_ROUTES, build_ui
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from rrg.demo import read_manifest
+from rrg.data.manifest import read_manifest
 from rrg.drafting import MACHINE_DRAFT
 from serving.launch import ServerFailedError, running_server
 from serving.ui import DRAFT_FILE_NAME, REFUSED_PAGE_ROUTES

@@ -16,10 +16,10 @@ import pytest
 
 from prompts.vocabulary import CHEXBERT_LABELS
 from rrg.bundle import Bundle
-from rrg.demo import read_manifest
+from rrg.data.imaging import load_image
+from rrg.data.manifest import read_manifest
 from rrg.drafting import LocalDrafter
-from rrg.generator import SamplingSettings
-from rrg.imaging import load_image
+from rrg.model.generator import SamplingSettings
 from serving.launch import ServerFailedError, running_server
 
 pytestmark = pytest.mark.slow
