@@ -25,7 +25,7 @@ from rrg.bundle import Bundle
 from rrg.data.imaging import load_image
 from rrg.data.manifest import read_manifest
 from rrg.drafting import Drafter, LocalDrafter
-from rrg.model.generator import SamplingSettings
+from rrg.model.generation import SamplingSettings
 
 BASELINES = ("majority", "nearest")
 

@@ -34,7 +34,8 @@ from prompts.vocabulary import MEDKLIP_ENTITIES
 from retrieval.index_files import index_kind, open_index
 from retrieval.lre import RetrievalEnhancer
 from rrg.config import ModelConfig, RetrievalConfig
-from rrg.model.generator import PromptEmbedder, load_llm, torch_dtype, with_merged_lora
+from rrg.model.generator import load_llm, torch_dtype, with_merged_lora
+from rrg.model.prompt import PromptEmbedder
 from rrg.model.prompt_texts import PROMPTS, PromptTextEncodings, uses_text_prompts
 from rrg.model.references import ReferenceRetriever
 from rrg.model.vision import FindingHeads, VisionEncoder

@@ -122,7 +122,7 @@ def _generate(args: argparse.Namespace) -> int:
     from rrg.bundle import Bundle
     from rrg.data.imaging import load_image
     from rrg.drafting import LocalDrafter, disclaimer
-    from rrg.model.generator import SamplingSettings
+    from rrg.model.generation import SamplingSettings
 
     bundle = Bundle.open(args.bundle or ensure_demo_bundle(args))
     drafter = LocalDrafter(bundle)

@@ -22,7 +22,7 @@ from prompts.vocabulary import CHEXBERT_LABELS
 from retrieval.cosine_index import Neighbor
 from rrg.bundle import Bundle
 from rrg.data.imaging import fit_to_square
-from rrg.model.generator import SamplingSettings, generate_hf
+from rrg.model.generation import SamplingSettings, generate_hf
 from rrg.model.prompt_texts import present_entities
 from rrg.model.suggested_findings import finding_names, suggest
 from rrg.model.visual_prompt import PromptTexts

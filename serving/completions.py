@@ -33,7 +33,7 @@ from fastapi.responses import StreamingResponse
 from rrg.bundle import Bundle
 from rrg.data.imaging import DecodedImage, ImageError, ImageLimits, ImageTooLargeError, decode_image
 from rrg.drafting import Drafter, DraftPlan, disclaimer
-from rrg.model.generator import Generation, SamplingSettings
+from rrg.model.generation import Generation, SamplingSettings
 from serving.engine import Engine, EngineError
 from serving.errors import INTERNAL_ERROR
 from serving.front import FrontBatcher

@@ -25,7 +25,7 @@ from typing import Protocol
 import torch
 
 from rrg.bundle import Bundle
-from rrg.model.generator import Generation, SamplingSettings, generate_hf
+from rrg.model.generation import Generation, SamplingSettings, generate_hf
 
 ENGINES = ("vllm", "hf", "remote")
 LORA_MODES = ("auto", "adapter", "merged")

@@ -23,7 +23,7 @@ import httpx
 import torch
 
 from rrg.bundle import Bundle
-from rrg.model.generator import Generation, SamplingSettings
+from rrg.model.generation import Generation, SamplingSettings
 from serving.engine import Delta, EngineError, engine_info, vllm_lora_rank
 
 

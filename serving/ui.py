@@ -22,7 +22,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from rrg.model.generator import SamplingSettings
+from rrg.model.generation import SamplingSettings
 from serving.completions import CompletionService, image_bytes
 from serving.heatmap import clue_overlay
 from serving.protocol import APIError

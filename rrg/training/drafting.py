@@ -27,7 +27,8 @@ from retrieval.index_files import open_index
 from retrieval.lre import label_neighbours
 from rrg.bundle import INDEX, LLM, LORA, replace_part, save_modules
 from rrg.data.training_data import StudySet
-from rrg.model.generator import PromptEmbedder, load_llm, pad_batch, with_new_lora
+from rrg.model.generator import load_llm, with_new_lora
+from rrg.model.prompt import PromptEmbedder, pad_batch
 from rrg.model.prompt_texts import PROMPTS, PromptTextEncodings, present_entities, uses_text_prompts
 from rrg.model.references import ReferenceRetriever
 from rrg.model.suggested_findings import finding_names, suggest

@@ -29,7 +29,7 @@ from rrg.data.imaging import decode_image
 from rrg.demo.data import DemoConfig, build_demo
 from rrg.demo.phantom import PhantomFinding, render_phantom
 from rrg.drafting import Draft, LocalDrafter
-from rrg.model.generator import SamplingSettings
+from rrg.model.generation import SamplingSettings
 from rrg.training.train import train_bundle
 
 EFFUSION = "Pleural Effusion"

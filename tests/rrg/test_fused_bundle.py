@@ -19,7 +19,7 @@ from rrg.cli import main
 from rrg.data.imaging import load_image
 from rrg.data.manifest import read_manifest
 from rrg.drafting import Drafter, LocalDrafter
-from rrg.model.generator import SamplingSettings
+from rrg.model.generation import SamplingSettings
 from rrg.model.prompt_texts import PROMPTS
 from rrg.training.reference_index import build_bundle_index
 from serving.app import build_app

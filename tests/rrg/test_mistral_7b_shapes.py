@@ -12,7 +12,8 @@ from transformers import MistralConfig, MistralForCausalLM
 
 from prompts.vocabulary import CHEXBERT_LABELS
 from rrg.config import load_model_config, with_ablation
-from rrg.model.generator import PromptEmbedder, torch_dtype, with_new_lora
+from rrg.model.generator import torch_dtype, with_new_lora
+from rrg.model.prompt import PromptEmbedder
 from rrg.model.vision import FindingHeads, VisionEncoder, open_clip_config
 from rrg.model.visual_prompt import PromptTexts, VisualPrompt
 from rrg.training.tokenizer import train_report_tokenizer

@@ -18,7 +18,7 @@ from rrg.bundle import Bundle, save_modules, save_vision
 from rrg.data.imaging import load_image
 from rrg.data.manifest import read_manifest
 from rrg.drafting import Drafter, LocalDrafter
-from rrg.model.generator import SamplingSettings
+from rrg.model.generation import SamplingSettings
 
 
 def _tensors(bundle: Path) -> dict[str, torch.Tensor]:

@@ -13,7 +13,7 @@ from rrg.bundle import Bundle
 from rrg.data.imaging import ImageLimits, load_image
 from rrg.data.manifest import read_manifest
 from rrg.drafting import LocalDrafter
-from rrg.model.generator import SamplingSettings
+from rrg.model.generation import SamplingSettings
 from serving.app import build_app
 from serving.completions import CompletionService
 from serving.engine import HfEngine

@@ -19,7 +19,7 @@ from rrg.bundle import Bundle
 from rrg.data.imaging import load_image
 from rrg.data.manifest import read_manifest
 from rrg.drafting import LocalDrafter
-from rrg.model.generator import SamplingSettings
+from rrg.model.generation import SamplingSettings
 from serving.launch import ServerFailedError, running_server
 
 pytestmark = pytest.mark.slow
