@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from eval.nlg import bleu_scores, prepare_report, rouge_l_score, sentence_bleu4,
 from eval.retrieval_quality import retrieval_quality
 from prompts.labeler import RulesLabeler
 from prompts.vocabulary import CHEXBERT_LABELS
+from rrg.paths import write_atomically
 
 METRICS, PER_LABEL, PREDICTIONS, REPORT = "metrics.json", "per_label.csv", "predictions.jsonl", "report.html"
 NLG_KEYS = (*(f"nlg/bleu{n}" for n in range(1, 5)), "nlg/meteor", "nlg/rouge_l", "nlg/cider")
@@ -34,12 +34,7 @@ NLG_KEYS = (*(f"nlg/bleu{n}" for n in range(1, 5)), "nlg/meteor", "nlg/rouge_l",
 
 def _atomic_write(path: Path, text: str) -> None:
     """Replace `path` whole or not at all: a kill leaves the old file or the new one, never half."""
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
+    write_atomically(path, lambda partial: partial.write_text(text, encoding="utf-8"))
 
 
 def nlg_metrics(predictions: Sequence[str], references: Sequence[str]) -> tuple[dict, dict, dict]:

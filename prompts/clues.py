@@ -29,9 +29,6 @@ from torch import nn
 
 from prompts.vocabulary import CHEXBERT_LABELS, NO_FINDING
 
-DEFAULT_TOP_K = 3  # TRRG's K
-DEFAULT_HEADS = 8  # TRRG's cross-modal clue interaction
-
 
 @dataclass(frozen=True)
 class ClueTemplate:
@@ -161,17 +158,10 @@ class _QueryReadout(nn.Module):
 
 class ClueInteraction(nn.Module):
     """Clue injection and cross-modal clue interaction: picks the top-k clues for each image and
-    fuses them with the visual tokens through L learnable queries (TRRG gives no L; 32 is ours)."""
+    fuses them with the visual tokens through L learnable queries. Its sizes come from the model
+    config (`rrg.config.CluesConfig`: TRRG's K = 3 and 8 heads; TRRG gives no L)."""
 
-    def __init__(
-        self,
-        visual_dim: int,
-        clue_dim: int,
-        dim: int,
-        queries: int = 32,
-        heads: int = DEFAULT_HEADS,
-        k: int = DEFAULT_TOP_K,
-    ):
+    def __init__(self, visual_dim: int, clue_dim: int, dim: int, *, queries: int, heads: int, k: int):
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim ({dim}) must be divisible by the number of attention heads ({heads})")

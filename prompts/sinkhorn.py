@@ -81,14 +81,7 @@ class MultiPromptSinkhornAttention(nn.Module):
     """One MPSA branch (GRPs or LRPs): visual tokens attend to prompts through a Sinkhorn plan."""
 
     def __init__(
-        self,
-        visual_dim: int,
-        prompt_dim: int,
-        dim: int,
-        heads: int = 1,
-        eps: float = 0.05,
-        max_iter: int = 100,
-        tol: float = 1e-6,
+        self, visual_dim: int, prompt_dim: int, dim: int, *, heads: int, eps: float, max_iter: int, tol: float,
     ) -> None:
         super().__init__()
         if dim % heads:

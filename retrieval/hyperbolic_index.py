@@ -50,7 +50,6 @@ from retrieval.reference_reports import (
 )
 
 POINTS_FILE = "points.npy"
-DEFAULT_CURVATURE = 0.01  # REVTAF's c
 # float32's unit roundoff, with a factor of 4 for the casts of both operands and the summation order.
 _FLOAT32_ERROR = 4 * 2.0**-24
 _FLOAT64_ERROR = 4 * 2.0**-53
@@ -173,7 +172,7 @@ class HyperbolicIndex(PoincareRows):
 
     kind = "hyperbolic"
 
-    def __init__(self, dim: int, curvature: float = DEFAULT_CURVATURE):
+    def __init__(self, dim: int, curvature: float):
         super().__init__(dim, curvature)
         self._shells: dict[int, _Shell] = {}
         self._on_gpus = False
@@ -186,7 +185,7 @@ class HyperbolicIndex(PoincareRows):
 
     @classmethod
     def build(
-        cls, points: np.ndarray, ids: Sequence[str], reports: Sequence[str], curvature: float = DEFAULT_CURVATURE
+        cls, points: np.ndarray, ids: Sequence[str], reports: Sequence[str], curvature: float
     ) -> HyperbolicIndex:
         """A new index holding `points` (N, dim), the dimension read from their shape."""
         points = np.asarray(points)

@@ -51,7 +51,6 @@ import faiss
 import numpy as np
 
 from retrieval.hyperbolic_index import (
-    DEFAULT_CURVATURE,
     POINTS_FILE,
     PoincareRows,
     ball_points,
@@ -106,7 +105,7 @@ class HyperbolicIVFIndex(PoincareRows):
         points: np.ndarray,
         ids: Sequence[str],
         reports: Sequence[str],
-        curvature: float = DEFAULT_CURVATURE,
+        curvature: float,
         lists: int | None = None,
         probes: int | None = None,
     ) -> HyperbolicIVFIndex:

@@ -23,8 +23,6 @@ from torch import nn
 from retrieval.hyperbolic_index import lift_to_hyperboloid, reproducible_geoopt
 from retrieval.metrics import hamming_distances
 
-DEFAULT_CURVATURE = 0.01  # REVTAF's c
-
 
 class MobiusLinear(nn.Module):
     """A hyperbolic linear layer: W (x) x (+) b, the Mobius matrix-vector product then the Mobius
@@ -48,7 +46,7 @@ class RetrievalEnhancer(nn.Module):
     space at the origin (log0, ReLU, exp0: the Mobius version of a pointwise non-linearity).
     """
 
-    def __init__(self, in_features: int = 75, hidden: int = 512, dim: int = 512, curvature: float = DEFAULT_CURVATURE):
+    def __init__(self, in_features: int, hidden: int, dim: int, curvature: float):
         super().__init__()
         if not curvature > 0:
             raise ValueError(f"curvature must be positive (the ball has curvature -c), got {curvature!r}")

@@ -1,7 +1,9 @@
-"""A bundle: everything a trained model needs, in one folder (DESIGN.md section 8).
+"""A bundle: everything a trained model needs, in one folder (DESIGN.md section 8). This module
+stores and reads the parts; `rrg.model.factory` builds modules from them.
 
-    config.json          the ModelConfig, plus what it was trained on and how ("demo": true and
-                         the phantom notice for the demo model)
+    config.json          the ModelConfig, the widths its modules were built with ("widths": see
+                         `rrg.config.ModelWidths`), and what it was trained on and how
+                         ("demo": true and the phantom notice for the demo model)
     llm/                 the base language model and its tokenizer, Hugging Face format
     lora/                the LoRA adapter, PEFT format
     vision/              the open_clip model: open_clip_config.json + model.safetensors
@@ -14,6 +16,10 @@
 
 Each part loads on its own, so a serving front can build prompts (vision, heads, projector,
 index and the LLM's token embeddings) without loading the language model itself.
+
+Format 3 records the widths; a bundle of format 2 (before) is read with its widths taken from the
+parts that recorded them (the vision tower's open_clip config, the language model's config.json,
+the prompt encodings' width), and an older one is refused with how to train it again.
 """
 
 from __future__ import annotations
@@ -21,35 +27,30 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
+import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from prompts.vocabulary import MEDKLIP_ENTITIES
-from retrieval.index_files import index_kind, open_index
-from retrieval.lre import RetrievalEnhancer
-from rrg.config import ModelConfig, RetrievalConfig
-from rrg.model.generator import load_llm, torch_dtype, with_merged_lora
-from rrg.model.prompt import PromptEmbedder
-from rrg.model.prompt_texts import PROMPTS, PromptTextEncodings, uses_text_prompts
-from rrg.model.references import ReferenceRetriever
-from rrg.model.vision import FindingHeads, VisionEncoder
-from rrg.model.visual_prompt import VisualPrompt
+from rrg.config import ModelConfig, ModelWidths
 
 # 2: the finding heads carry suggestion thresholds and the prompt names the suggested findings.
-BUNDLE_FORMAT = 2
+# 3: config.json records the modules' widths.
+BUNDLE_FORMAT = 3
+READABLE_FORMATS = (2, 3)
 CONFIG, LLM, LORA, VISION, MODULES, INDEX = "config.json", "llm", "lora", "vision", "modules.safetensors", "index"
-_EMBED_KEY = "model.embed_tokens.weight"
-_TEXT_INPUTS = ("attention.phi_k.weight", "clues.clue_proj.weight")
+PROMPTS = "prompts"  # with fusion or clues: the encoded text prompts (rrg/model/prompt_texts.py)
+_OPEN_CLIP_CONFIG, _VISION_WEIGHTS = "open_clip_config.json", "model.safetensors"
+# The prefixes of modules.safetensors' parts; the visual prompt's tensors are the rest.
+_HEADS, _RETRIEVER = "heads", "retriever"
 
 
 class BundleError(ValueError):
-    """A folder that is not a complete bundle."""
+    """A folder that is not a complete bundle, or whose parts do not fit together."""
 
 
 class OutdatedBundleError(BundleError):
@@ -66,44 +67,43 @@ def replace_part(target: Path, write: Callable[[Path], None]) -> None:
     partial.rename(target)
 
 
-def save_vision(folder: Path, encoder: VisionEncoder) -> None:
-    """vision/: the open_clip config and weights."""
+def save_vision(folder: Path, clip_config: dict[str, Any], encoder: nn.Module) -> None:
+    """vision/: the open_clip config and the encoder's weights."""
     target = folder / VISION
     target.mkdir(parents=True, exist_ok=True)
-    (target / "open_clip_config.json").write_text(json.dumps(encoder.clip_config, indent=2) + "\n")
-    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, target / "model.safetensors")
+    (target / _OPEN_CLIP_CONFIG).write_text(json.dumps(clip_config, indent=2) + "\n")
+    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, target / _VISION_WEIGHTS)
 
 
-def save_modules(
-    folder: Path, heads: FindingHeads, visual_prompt: VisualPrompt, enhancer: RetrievalEnhancer | None = None
-) -> None:
+def read_vision(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """vision/'s open_clip config and weights (of a bundle, or of one still being trained)."""
+    return json.loads((folder / VISION / _OPEN_CLIP_CONFIG).read_text()), load_file(folder / VISION / _VISION_WEIGHTS)
+
+
+def save_modules(folder: Path, heads: nn.Module, visual_prompt: nn.Module, enhancer: nn.Module | None = None) -> None:
     """modules.safetensors: heads.*, the visual prompt's parts and, for hyperbolic retrieval, retriever.*."""
-    tensors = {f"heads.{k}": v for k, v in heads.state_dict().items()}
+    tensors = {f"{_HEADS}.{k}": v for k, v in heads.state_dict().items()}
     tensors |= visual_prompt.state_dict()  # projector.*, grp_attention.*, lrp_attention.*, clues.*, ...
     if enhancer is not None:
-        tensors |= {f"retriever.{k}": v for k, v in enhancer.state_dict().items()}
+        tensors |= {f"{_RETRIEVER}.{k}": v for k, v in enhancer.state_dict().items()}
     # clone: the LRE's layers share their ball's curvature tensor, which safetensors will not store twice
     save_file({k: v.detach().clone().contiguous() for k, v in tensors.items()}, folder / MODULES)
 
 
-def new_enhancer(retrieval: RetrievalConfig) -> RetrievalEnhancer:
-    """The LRE a config describes: the 75 MedKLIP entity logits in, points of the ball out."""
-    return RetrievalEnhancer(len(MEDKLIP_ENTITIES), retrieval.hidden, retrieval.dim, retrieval.curvature)
-
-
-def write_config(folder: Path, config: ModelConfig, **facts: Any) -> None:
-    """config.json: the model config, the bundle format, and facts about its training."""
-    data = {**config.to_dict(), "format": BUNDLE_FORMAT, **facts}
+def write_config(folder: Path, config: ModelConfig, widths: dict[str, int | None], **facts: Any) -> None:
+    """config.json: the model config, the bundle format, the modules' widths and facts about training."""
+    data = {**config.to_dict(), "format": BUNDLE_FORMAT, "widths": widths, **facts}
     (folder / CONFIG).write_text(json.dumps(data, indent=2) + "\n")
 
 
 @dataclass
 class Bundle:
-    """A bundle folder and its config; parts are loaded on demand."""
+    """A bundle folder, its config and widths; its parts are read on demand."""
 
     path: Path
     config: ModelConfig
     facts: dict[str, Any]
+    widths_recorded: dict[str, int | None] | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, path: str | Path) -> Bundle:
@@ -113,16 +113,18 @@ class Bundle:
         if missing:
             raise BundleError(f"{path} is not a complete rrg bundle: missing {', '.join(missing)}")
         data = json.loads((path / CONFIG).read_text())
-        if data.get("format", 1) != BUNDLE_FORMAT:
+        if data.get("format", 1) not in READABLE_FORMATS:
             raise OutdatedBundleError(
-                f"{path} is a bundle of format {data.get('format', 1)}; this rrg reads format {BUNDLE_FORMAT} "
-                "(its prompts name the suggested findings): train it again with `rrg train --force`"
+                f"{path} is a bundle of format {data.get('format', 1)}; this rrg reads formats "
+                f"{', '.join(map(str, READABLE_FORMATS))} (since format 2 its prompts name the suggested findings): "
+                "train it again with `rrg train --force`"
             )
         fields = set(ModelConfig.__dataclass_fields__)
         config = ModelConfig.from_dict({k: v for k, v in data.items() if k in fields})
-        if uses_text_prompts(config) and not (path / PROMPTS).is_dir():
+        if config.uses_text_prompts and not (path / PROMPTS).is_dir():
             raise BundleError(f"{path} is not a complete rrg bundle: its config fuses text prompts but {PROMPTS}/ is missing")
-        return cls(path, config, {k: v for k, v in data.items() if k not in fields})
+        facts = {k: v for k, v in data.items() if k not in fields and k != "widths"}
+        return cls(path, config, facts, data.get("widths"))
 
     @property
     def llm_path(self) -> Path:
@@ -132,79 +134,38 @@ class Bundle:
     def lora_path(self) -> Path:
         return self.path / LORA
 
-    def load_vision(self) -> VisionEncoder:
-        clip_config = json.loads((self.path / VISION / "open_clip_config.json").read_text())
-        encoder = VisionEncoder(clip_config)
-        encoder.load_state_dict(load_file(self.path / VISION / "model.safetensors"))
-        return encoder.eval()
-
-    def load_heads(self, encoder: VisionEncoder, tensors: dict | None = None) -> FindingHeads:
-        """The finding heads alone; tensors: modules.safetensors when already read."""
-        tensors = load_file(self.path / MODULES) if tensors is None else tensors
-        heads = FindingHeads(encoder.embed_dim)
-        heads.load_state_dict({k[len("heads.") :]: v for k, v in tensors.items() if k.startswith("heads.")})
-        return heads.eval()
-
-    def load_modules(self, encoder: VisionEncoder) -> tuple[FindingHeads, VisualPrompt]:
-        """The finding heads and the visual prompt modules."""
-        tensors = load_file(self.path / MODULES)
-        heads = self.load_heads(encoder, tensors)
-        hidden = tensors["projector.mlp.2.weight"].shape[0]
-        # the prompt encodings' width, read off the layers that take them
-        text_dim = next((v.shape[1] for k, v in tensors.items() if k.endswith(_TEXT_INPUTS)), None)
-        visual_prompt = VisualPrompt(self.config, encoder.token_width, hidden, text_dim)
-        visual_prompt.load_state_dict(
-            {k: v for k, v in tensors.items() if not k.startswith(("heads.", "retriever."))}
-        )
-        return heads, visual_prompt.eval()
-
-    def load_prompt_texts(self) -> PromptTextEncodings | None:
-        """The encoded text prompts, for a model that fuses them (else None)."""
-        return PromptTextEncodings.load(self.path / PROMPTS, self.config) if uses_text_prompts(self.config) else None
-
-    def load_retriever(self) -> ReferenceRetriever:
-        """The index and, for hyperbolic retrieval, the LRE that embeds queries for it."""
-        kind = self.config.retrieval.kind
-        if index_kind(self.path / INDEX) != kind:
-            raise BundleError(f"{self.path / INDEX} holds a {index_kind(self.path / INDEX)} index, but the config says {kind}")
-        index = open_index(self.path / INDEX, self.config.retrieval.device)
-        if kind == "cosine":
-            return ReferenceRetriever(index)
-        enhancer = new_enhancer(self.config.retrieval)
-        tensors = load_file(self.path / MODULES)
-        enhancer.load_state_dict({k[len("retriever.") :]: v for k, v in tensors.items() if k.startswith("retriever.")})
-        return ReferenceRetriever(index, enhancer.eval())
-
-    def load_tokenizer(self) -> PreTrainedTokenizerFast:
-        return AutoTokenizer.from_pretrained(str(self.llm_path))
-
-    def load_token_embedding(self) -> nn.Embedding:
-        """The language model's input embedding matrix alone, read from its safetensors files."""
-        for shard in sorted(self.llm_path.glob("*.safetensors")):
-            with safe_open(str(shard), framework="pt") as handle:
-                if _EMBED_KEY in handle.keys():  # noqa: SIM118 (a safetensors handle is not a dict)
-                    return nn.Embedding.from_pretrained(handle.get_tensor(_EMBED_KEY), freeze=True)
-        raise BundleError(f"no {_EMBED_KEY} in {self.llm_path}/*.safetensors")
-
-    def load_prompt_embedder(self) -> PromptEmbedder:
-        return PromptEmbedder(self.load_tokenizer(), self.load_token_embedding(), self.config.prompt)
-
-    def load_generator(self) -> nn.Module:
-        """The language model with the bundle's LoRA adapter merged into its weights, for transformers
-        generation."""
-        base = load_llm(self.llm_path, self.config.generator.dtype)
-        return with_merged_lora(base, self.lora_path).to(torch_dtype(self.config.generator.dtype))
-
-    def write_merged_llm(self, folder: str | Path) -> Path:
-        """The language model with the adapter merged in, saved in Hugging Face format with the tokenizer
-        into `folder`: for an engine that serves the bundle without LoRA."""
-        folder = Path(folder)
-        self.load_generator().save_pretrained(folder)
-        for source in self.llm_path.iterdir():  # the tokenizer and anything else save_pretrained does not write
-            if source.is_file() and not source.name.endswith(".safetensors") and not (folder / source.name).exists():
-                shutil.copy2(source, folder / source.name)
-        return folder
-
     def lora_name(self) -> str:
         """The adapter's name as engines and /v1/models show it."""
         return f"{self.config.name}-lora"
+
+    def vision_config(self) -> dict[str, Any]:
+        """The open_clip config the vision tower was built from."""
+        return read_vision(self.path)[0]
+
+    def vision_tensors(self) -> dict[str, torch.Tensor]:
+        return read_vision(self.path)[1]
+
+    @cached_property
+    def _modules(self) -> dict[str, torch.Tensor]:
+        return load_file(self.path / MODULES)
+
+    def module_tensors(self, part: str | None) -> dict[str, torch.Tensor]:
+        """The tensors of one part of modules.safetensors, without its prefix: "heads", "retriever", or
+        None for the visual prompt's (the rest)."""
+        if part is None:
+            return {k: v for k, v in self._modules.items() if not k.startswith((f"{_HEADS}.", f"{_RETRIEVER}."))}
+        prefix = f"{part}."
+        return {k[len(prefix):]: v for k, v in self._modules.items() if k.startswith(prefix)}
+
+    @cached_property
+    def widths(self) -> ModelWidths:
+        """The widths the bundle's modules were built with."""
+        if self.widths_recorded is not None:
+            return ModelWidths.from_dict(self.widths_recorded)
+        # Format 2 recorded each width in the part it belongs to, not in config.json.
+        vision = self.vision_config()
+        llm = json.loads((self.llm_path / "config.json").read_text())
+        text = None
+        if self.config.uses_text_prompts:
+            text = json.loads((self.path / PROMPTS / "prompt_texts.json").read_text())["dim"]
+        return ModelWidths(vision["embed_dim"], vision["vision_cfg"]["width"], llm["hidden_size"], text)

@@ -1,9 +1,9 @@
 """The `rrg` command line.
 
-This is the package's composition root: the one module of `rrg` that reaches into `eval` (the
-report labeler, for `rrg label` and the demo set's labels) and `serving` (for `rrg serve`). Library modules
-of `rrg` never import either; they take what they need as arguments. Imports are made inside
-each command so that `rrg --help` stays fast.
+This is the package's composition root: the one module of `rrg` that reaches into `serving` (for
+`rrg serve`); library modules of `rrg` never do. It and `eval/cli.py` are also the only modules outside
+`rrg/demo/` that use the phantom demo (as the default data and bundle). Imports are made inside each
+command so that `rrg --help` stays fast.
 """
 
 from __future__ import annotations

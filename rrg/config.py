@@ -169,6 +169,25 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class ModelWidths:
+    """The widths a model's modules are built with besides its config: those of the parts it is built
+    around. Training records them in the bundle's config.json ("widths"); `rrg.model.factory` builds
+    every module from the config and these."""
+
+    vision_embed: int  # E: the pooled image embedding, read by the finding heads
+    vision_tokens: int  # W: a patch token, read by fusion, the projector and the clues
+    llm_hidden: int  # H: the language model's hidden size, the visual prompt's output width
+    text: int | None = None  # d: the prompt text encoder's width (fusion or clues), else None
+
+    def to_dict(self) -> dict[str, int | None]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelWidths:
+        return _build(cls, data, "widths")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything that defines a model; saved into every bundle."""
 
@@ -182,6 +201,11 @@ class ModelConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    @property
+    def uses_text_prompts(self) -> bool:
+        """Whether the model fuses text prompts (and its bundle has a prompts/ part)."""
+        return self.fusion.enabled or self.clues.enabled
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""

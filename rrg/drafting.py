@@ -22,6 +22,7 @@ from prompts.vocabulary import CHEXBERT_LABELS
 from retrieval.cosine_index import Neighbor
 from rrg.bundle import Bundle
 from rrg.data.imaging import fit_to_square
+from rrg.model import factory
 from rrg.model.generation import SamplingSettings, generate_hf
 from rrg.model.prompt_texts import present_entities
 from rrg.model.suggested_findings import finding_names, suggest
@@ -78,11 +79,12 @@ class Drafter:
 
     def __init__(self, bundle: Bundle):
         self.bundle = bundle
-        self.encoder = bundle.load_vision()
-        self.heads, self.visual_prompt = bundle.load_modules(self.encoder)
-        self.prompt_texts = bundle.load_prompt_texts()
-        self.retriever = bundle.load_retriever()
-        self.embedder = bundle.load_prompt_embedder()
+        self.encoder = factory.load_vision(bundle)
+        self.heads = factory.load_heads(bundle)
+        self.visual_prompt = factory.load_visual_prompt(bundle)
+        self.prompt_texts = factory.load_prompt_texts(bundle)
+        self.retriever = factory.load_retriever(bundle)
+        self.embedder = factory.load_prompt_embedder(bundle)
         self.image_size = bundle.config.vision.image_size
         self.decode_side = max(self.image_size, VIEW_SIDE)  # the longest_side to decode uploads at
         self.k = bundle.config.retrieval.k
@@ -167,7 +169,7 @@ class LocalDrafter:
 
     def __init__(self, bundle: Bundle):
         self.drafter = Drafter(bundle)
-        self.model = bundle.load_generator().eval()
+        self.model = factory.load_generator(bundle).eval()
         self.tokenizer = self.drafter.embedder.tokenizer
 
     def draft(self, images: Sequence[np.ndarray], settings: SamplingSettings | None = None) -> list[Draft]:

@@ -18,7 +18,7 @@ import asyncio
 import hmac
 
 from serving.errors import log_error, send_error
-from serving.protocol import APIError
+from serving.protocol import APIError, AuthenticationFailed, NotFound, PayloadTooLarge, RequestTimeout
 
 GUARDED_PREFIX = "/v1/"
 
@@ -40,20 +40,20 @@ class ApiGuard:
             return None
         scheme, _, given = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
-            return APIError(401, "Missing API key: send the header 'Authorization: Bearer <key>'.",
-                            code="missing_api_key")
+            return AuthenticationFailed("Missing API key: send the header 'Authorization: Bearer <key>'.",
+                                        code="missing_api_key")
         if not hmac.compare_digest(given.strip().encode("latin-1"), self.api_key):
-            return APIError(401, "Incorrect API key.", code="invalid_api_key")
+            return AuthenticationFailed("Incorrect API key.", code="invalid_api_key")
         return None
 
-    def _too_large(self) -> APIError:
-        return APIError(413, f"The request body is larger than the limit of {self.max_body_bytes:,} bytes.")
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"The request body is larger than the limit of {self.max_body_bytes:,} bytes.")
 
     def _door_error(self, scope, headers: dict[bytes, bytes]) -> APIError | None:
         """What refuses the request from its path and headers alone, if anything."""
         path = scope["path"]
         if path.startswith(self.refused_prefixes):
-            return APIError(404, "Not found: this server neither stores nor serves uploaded files.")
+            return NotFound("Not found: this server neither stores nor serves uploaded files.")
         if path.startswith(GUARDED_PREFIX) and (error := self._key_error(headers)) is not None:
             return error
         try:
@@ -63,7 +63,7 @@ class ApiGuard:
         return self._too_large() if declared > self.max_body_bytes else None
 
     async def _read_body(self, receive) -> bytes | APIError | None:
-        """The whole body; an APIError (413, 408) to answer instead; None when the client went away."""
+        """The whole body; an error to answer instead (too large, or too late); None when the client went away."""
         chunks, received = [], 0
         try:
             async with asyncio.timeout(self.read_timeout):
@@ -78,9 +78,8 @@ class ApiGuard:
                     if not message.get("more_body", False):
                         return b"".join(chunks)
         except TimeoutError:
-            # The rest of the body may still come; only closing the connection ends the exchange cleanly.
-            return APIError(408, f"The request body did not arrive within {self.read_timeout:g} s.",
-                            code="request_timeout", headers={"Connection": "close"})
+            # The connection is closed with the answer (`serving.errors.headers_of`): the rest may still come.
+            return RequestTimeout(f"The request body did not arrive within {self.read_timeout:g} s.")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from serving.protocol import APIError
+from serving.protocol import ServerBusy
 
 # A JSON body carries the image base64-encoded (4 characters per 3 bytes) plus a little else.
 JSON_OVERHEAD_BYTES = 64 * 1024
@@ -50,17 +50,15 @@ class Admission:
         self._slots: asyncio.Semaphore | None = None
 
     async def acquire(self) -> None:
-        """Take a slot for one request, waiting in the queue if need be; a 429 with Retry-After when
-        slots and queue are full. Every acquire needs its `release`."""
+        """Take a slot for one request, waiting in the queue if need be; ServerBusy (a 429 with
+        Retry-After) when slots and queue are full. Every acquire needs its `release`."""
         if self._slots is None:  # made in the serving loop, on first use
             self._slots = asyncio.Semaphore(self.limits.max_concurrent)
         if self.active + self.waiting >= self.limits.max_concurrent + self.limits.max_queue:
-            raise APIError(
-                429,
+            raise ServerBusy(
                 f"The server is busy: {self.active} requests in flight and {self.waiting} waiting. "
                 f"Retry after {self.limits.retry_after} s.",
-                code="server_busy",
-                headers={"Retry-After": str(self.limits.retry_after)},
+                retry_after=self.limits.retry_after,
             )
         self.waiting += 1
         try:

@@ -8,6 +8,11 @@ names it: ranges that the engines accept (a seed is a signed 64-bit integer, as 
 at most 4 non-empty stop strings, a bounded prompt. Unknown fields are refused, as OpenAI's API
 refuses them, and OpenAI fields that rrg does not implement (`logprobs`, `echo`, `suffix`,
 `best_of`, penalties, `logit_bias`) are refused with a message saying so rather than ignored.
+
+Errors are OpenAI's error object (`ErrorResponse`) and the kinds of error the handlers raise
+(`InvalidRequest`, `ModelNotFound`, `ServerBusy`, `EngineUnavailable`, ...): each says what went wrong
+and knows its OpenAI error `type`; which HTTP status each kind is, is the HTTP layer's business
+(`serving.errors.HTTP_STATUS`).
 """
 
 from __future__ import annotations
@@ -227,23 +232,106 @@ class ErrorResponse(BaseModel):
 
 
 class APIError(Exception):
-    """An error the client caused or must be told about, as an OpenAI error object with a status."""
+    """An error the client is told about, as OpenAI's error object. Raise one of the kinds below, which
+    say what went wrong; each knows its OpenAI error `type`, and `serving.errors.HTTP_STATUS` (the HTTP
+    layer) knows its status, so the handlers that raise them know nothing of HTTP."""
 
-    TYPES: ClassVar[dict[int, str]] = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-             408: "timeout_error", 413: "invalid_request_error", 429: "rate_limit_error",
-             503: "service_unavailable", 504: "timeout_error"}
+    type: ClassVar[str] = "server_error"
+    retry_after: int | None = None  # seconds a client should wait before it tries again, where that helps
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None):
+    def __init__(self, message: str, param: str | None = None, code: str | None = None):
         super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
-        self.headers = headers or {}  # e.g. Retry-After on a 429 or 503
-
-    @property
-    def kind(self) -> str:
-        """OpenAI's error type for the status."""
-        return self.TYPES.get(self.status, "server_error")
+        self.message, self.param, self.code = message, param, code
 
     def body(self) -> dict:
-        return ErrorResponse(error=ErrorDetail(message=self.message, type=self.kind, param=self.param,
+        """`{"error": {"message", "type", "param", "code"}}`, as OpenAI's API answers."""
+        return ErrorResponse(error=ErrorDetail(message=self.message, type=self.type, param=self.param,
                                                code=self.code)).model_dump()
+
+
+class InvalidRequest(APIError):
+    """A request that cannot be served as sent: a bad field, image or body; `param` names the field."""
+
+    type = "invalid_request_error"
+
+
+class AuthenticationFailed(APIError):
+    """No API key, or the wrong one, where the server requires one."""
+
+    type = "authentication_error"
+
+
+class NotFound(APIError):
+    """Nothing is served at this address."""
+
+    type = "not_found_error"
+
+
+class ModelNotFound(NotFound):
+    """A model this server does not serve."""
+
+    def __init__(self, model: str, served: tuple[str, ...]):
+        super().__init__(f"The model '{model}' does not exist; this server serves {' and '.join(served)}",
+                         param="model", code="model_not_found")
+
+
+class MethodNotAllowed(APIError):
+    """A route asked with a method it does not answer (GET /v1/completions)."""
+
+    type = "invalid_request_error"
+
+
+class RequestTimeout(APIError):
+    """The client did not send its request in time."""
+
+    type = "timeout_error"
+
+    def __init__(self, message: str):
+        super().__init__(message, code="request_timeout")
+
+
+class PayloadTooLarge(APIError):
+    """A body or an image over the server's limits."""
+
+    type = "invalid_request_error"
+
+
+class ServerBusy(APIError):
+    """Every slot and queue place is taken; the client should retry after `retry_after` seconds."""
+
+    type = "rate_limit_error"
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message, code="server_busy")
+        self.retry_after = retry_after
+
+
+INTERNAL_ERROR = "Internal error; the server keeps serving."
+
+
+class InternalError(APIError):
+    """A failure nobody expected; its message says only that the server goes on (the cause is logged)."""
+
+    type = "server_error"
+
+    def __init__(self, message: str = INTERNAL_ERROR):
+        super().__init__(message)
+
+
+class EngineUnavailable(APIError):
+    """The engine cannot generate now (not started, dead, or its vLLM server unreachable)."""
+
+    type = "service_unavailable"
+
+    def __init__(self, reason: str, retry_after: int = 5):
+        super().__init__(f"The engine is not available: {reason}")
+        self.retry_after = retry_after
+
+
+class DraftTimeout(APIError):
+    """The draft did not finish within the server's request timeout."""
+
+    type = "timeout_error"
+
+    def __init__(self, seconds: float):
+        super().__init__(f"The draft took longer than the server's request timeout of {seconds:g} s.", code="timeout")

@@ -12,7 +12,7 @@ from rrg.data.imaging import ImageLimits
 from rrg.data.imaging.limits import MIB
 from serving.app import build_app
 from serving.completions import CompletionService
-from serving.engine import make_engine
+from serving.engines import make_engine
 from serving.http_server import http_server, run
 from serving.limits import ServerLimits
 

@@ -1,8 +1,9 @@
 """The Gradio page: choose an X-ray, read the machine draft beside the reports it leaned on.
 
 It calls the same `CompletionService` as the API, so the page and `POST /v1/completions` draft the
-same way. A bad file gets a plain message, never a stack trace. The draft can be edited, copied, and
-downloaded as a .txt whose first line says it is a machine draft, not for clinical use.
+same way. A bad file (or a busy server, an engine that is down) gets the handler's error message,
+plain, never a stack trace. The draft can be edited, copied, and downloaded as a .txt whose first
+line says it is a machine draft, not for clinical use.
 
 No image is ever a file on the server. The browser reads the chosen file itself and sends it as a
 data URL with the draft request (there is no Gradio upload), and the decoded image and the clue
@@ -212,9 +213,9 @@ def build_ui(service: CompletionService) -> gr.Blocks:
         if not upload:
             raise gr.Error("Choose an X-ray file first (PNG, JPEG or DICOM).", print_exception=False)
         try:
-            data = image_bytes(upload, service.limits)  # 413 over the byte limit, before decoding
+            data = image_bytes(upload, service.limits)  # refused over the byte limit, before decoding
             result = await service.draft(data, SamplingSettings(max_tokens=DRAFT_TOKENS))
-        except APIError as error:
+        except APIError as error:  # every kind the handler raises says what went wrong, in words
             raise gr.Error(_plain(error.message), print_exception=False) from None
         neighbors = [[n.id, round(n.distance, 4), n.report] for n in result.plan.neighbors]
         suggested = ", ".join(result.plan.suggested) or "none"

@@ -1,5 +1,5 @@
 """The layout of DESIGN.md section 3: five import packages whose dependencies point one way, rooms
-inside `rrg` (data, model, training, demo)."""
+inside `rrg` (data, model, training, demo), and no import cycle between any two modules."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ ALLOWED = {
     "eval": {"rrg", "retrieval", "prompts"},
     "serving": {"rrg", "retrieval", "prompts"},
 }
-# The command line is the composition root: it wires the server (serving) and rrg-eval's scorers (eval).
-COMPOSITION_ROOTS = {ROOT / "rrg" / "cli.py": {"eval", "serving"}}
+# The command line is the composition root: it wires the server (serving).
+COMPOSITION_ROOTS = {ROOT / "rrg" / "cli.py": {"serving"}}
 # The phantom demo is reached only through the command lines (and their default, the demo bundle).
 DEMO_USERS = {ROOT / "rrg" / "cli.py", ROOT / "eval" / "cli.py"}
 
@@ -74,6 +74,42 @@ def test_only_the_command_lines_reach_the_phantom_demo():
         and any(name == "rrg.demo" or name.startswith("rrg.demo.") for name in _imported_modules(path))
     ]
     assert not offenders, f"import rrg.demo: {offenders}"
+
+
+def test_no_import_cycle_between_modules():
+    modules = {_module_name(path): path for path in _source_files()}
+    graph = {
+        name: {imported for imported in _imported_modules(path) if imported in modules and imported != name}
+        for name, path in modules.items()
+    }
+    # Tarjan's strongly connected components: a component of two or more modules is a cycle.
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    assert not cycles, f"import cycles: {cycles}"
 
 
 def test_ci_runs_make_test():

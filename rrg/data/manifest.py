@@ -8,8 +8,9 @@ building and `rrg-eval` read it.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from rrg.paths import write_atomically
 
 MANIFEST = "manifest.jsonl"
 
@@ -24,11 +25,12 @@ def labeler_of(folder: str | Path) -> str:
 
 def write_manifest(out: Path, records: list[dict]) -> None:
     """Write the records as `out/manifest.jsonl`, all at once (a kill never leaves half a manifest)."""
-    partial = out / f"{MANIFEST}.partial"
-    with partial.open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(partial, out / MANIFEST)
+    def write(partial: Path) -> None:
+        with partial.open("w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    write_atomically(out / MANIFEST, write)
 
 
 def read_manifest(out: str | Path) -> list[dict]:

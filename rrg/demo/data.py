@@ -32,6 +32,7 @@ from rrg.data.datasets import packaged_iu_annotation, read_r2gen_annotation
 from rrg.data.manifest import MANIFEST, write_manifest
 from rrg.demo.gallery import render_gallery
 from rrg.demo.phantom import render_report_phantom
+from rrg.paths import write_atomically
 
 PHANTOM_NOTICE = (
     "SYNTHETIC DEMO DATA: every image is a phantom radiograph rendered by rrg from the findings its "
@@ -82,9 +83,8 @@ def demo_splits(
 def _render_one(job: tuple[str, dict, list[dict], int, str]) -> str:
     study_id, labels, triplets, size, path = job
     pixels = render_report_phantom(study_id, labels, triplets, size=size)
-    partial = f"{path}.partial"
-    Image.fromarray(pixels).save(partial, format="PNG")
-    os.replace(partial, path)  # a killed build never leaves a half-written image
+    # a killed build never leaves a half-written image
+    write_atomically(path, lambda partial: Image.fromarray(pixels).save(partial, format="PNG"))
     return study_id
 
 

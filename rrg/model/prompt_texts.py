@@ -34,7 +34,6 @@ from prompts.triplets import ABSENT, PRESENT
 from rrg.config import ModelConfig
 from rrg.model.visual_prompt import PromptTexts, VisualPrompt
 
-PROMPTS = "prompts"
 _POSITIONS = "lrp_positions.json"
 
 
@@ -42,11 +41,6 @@ def present_entities(entity_logits: torch.Tensor, config: ModelConfig) -> torch.
     """(B, 75) which entities the LRPs call present at inference: the entity head's probability at
     or above `fusion.entity_threshold`."""
     return torch.sigmoid(entity_logits) >= config.fusion.entity_threshold
-
-
-def uses_text_prompts(config: ModelConfig) -> bool:
-    """Whether a model of this config fuses text prompts (and its bundle has a prompts/ part)."""
-    return config.fusion.enabled or config.clues.enabled
 
 
 class PromptTextEncodings:

@@ -55,8 +55,8 @@ class VisualPrompt(nn.Module):
 
         def branch() -> MultiPromptSinkhornAttention:
             return MultiPromptSinkhornAttention(
-                token_width, text_dim, fusion.dim, fusion.heads,
-                fusion.sinkhorn_eps, fusion.sinkhorn_iterations, fusion.sinkhorn_tol,
+                token_width, text_dim, fusion.dim, heads=fusion.heads,
+                eps=fusion.sinkhorn_eps, max_iter=fusion.sinkhorn_iterations, tol=fusion.sinkhorn_tol,
             )
 
         self.grp_attention = branch() if fusion.enabled and fusion.grp else None
@@ -66,7 +66,8 @@ class VisualPrompt(nn.Module):
         self.projector = VisualProjector(fused_width, hidden_size, config.vision.visual_tokens)
         self.clues = None
         if clues.enabled:
-            self.clues = ClueInteraction(token_width, text_dim, clues.dim, clues.queries, clues.heads, clues.k)
+            self.clues = ClueInteraction(token_width, text_dim, clues.dim, queries=clues.queries, heads=clues.heads,
+                                         k=clues.k)
             self.clue_projector = nn.Sequential(nn.LayerNorm(clues.dim), nn.Linear(clues.dim, hidden_size))
 
     @property

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -19,13 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from rrg.paths import write_atomically
+
 FOLDER = ".train"
-
-
-def _atomic_write(path: Path, write) -> None:
-    partial = path.with_name(path.name + ".partial")
-    write(partial)
-    os.replace(partial, path)
 
 
 def config_fingerprint(config: dict[str, Any], data: str) -> str:
@@ -54,7 +49,7 @@ class Checkpoints:
         return bool(self.state["done"]) or any(self.folder.glob("*.pt"))
 
     def _save_state(self) -> None:
-        _atomic_write(self.state_path, lambda p: p.write_text(json.dumps(self.state, indent=2) + "\n"))
+        write_atomically(self.state_path, lambda p: p.write_text(json.dumps(self.state, indent=2) + "\n"))
 
     def done(self, stage: str) -> dict | None:
         """The summary of a finished stage, or None."""
@@ -73,7 +68,7 @@ class Checkpoints:
             "extra": extra,
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
         }
-        _atomic_write(self.folder / f"{stage}.pt", lambda p: torch.save(payload, p))
+        write_atomically(self.folder / f"{stage}.pt", lambda p: torch.save(payload, p))
 
     def load_step(self, stage: str, modules: dict[str, torch.nn.Module], optimizer) -> tuple[int, dict]:
         """Restore a stage's last checkpoint into `modules` and `optimizer`; (0, {}) if there is none."""

@@ -1,4 +1,5 @@
-"""MedFuse-CLIP pre-training of the open_clip model's two towers on image-report pairs.
+"""MedFuse-CLIP pre-training of the open_clip model's two towers on image-report pairs: the report
+tokens and the held-out evaluation (the loss is `rrg.training.losses.contrastive_loss`).
 
 The vision encoder is an open_clip CLIP whose text tower is built and saved with it; this stage
 trains both towers with MedFuse-CLIP's objective (`retrieval.medfuse_clip`: symmetric InfoNCE with
@@ -19,13 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import open_clip
 import torch
-import torch.nn.functional as F
 
 from retrieval.compression import recall_kept
-from retrieval.medfuse_clip import MedFuseLoss, MedFuseLossOutput, hard_negative_mask
 from rrg.model.vision import VisionEncoder
 
 
@@ -39,17 +37,6 @@ def report_tokens(reports: Sequence[str], encoder: VisionEncoder) -> torch.Tenso
             f"({tokenizer.vocab_size}): set text_cfg.vocab_size in the open_clip config"
         )
     return tokenizer(list(reports))
-
-
-def contrastive_loss(
-    encoder: VisionEncoder, loss: MedFuseLoss, images: torch.Tensor, tokens: torch.Tensor, status: np.ndarray
-) -> MedFuseLossOutput:
-    """MedFuse-CLIP's loss (eq. 11) on one batch of images, their report tokens and label statuses."""
-    image_embeddings = encoder(images).pooled  # (B, E)
-    text_embeddings = encoder.clip.encode_text(tokens)  # (B, E)
-    unit_text = F.normalize(text_embeddings.detach(), dim=-1)
-    negatives = hard_negative_mask(torch.from_numpy(status))  # other labels, no patient ids here (eq. 7)
-    return loss(image_embeddings, text_embeddings, negatives, unit_text @ unit_text.T)
 
 
 @torch.no_grad()

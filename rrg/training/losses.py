@@ -1,17 +1,43 @@
-"""Training losses of the rrg core, one module each, side by side (as open_clip keeps its losses).
+"""The whole training objective, in one place: each term with its paper and equation, and the stage
+that minimises it. REVTAF's eq. 15 with TRRG's disease-clue term,
 
-The language-model losses are the causal LM cross-entropy computed by transformers from `labels`.
+    L = L_task + alpha L_rank + beta L_fcc + L_dc
+
+plus what rrg adds (the finding heads' loss, the clue selection loss) and MedFuse-CLIP's pre-training:
+
+    term        source                              what it trains                          stage
+    L_task      causal LM cross-entropy             the report given its prompt             language, drafting
+    L_rank      REVTAF eq. 7 (`ranking_loss`)       the LRE: near in labels, near on the ball index
+    L_fcc       REVTAF eq. 14, beta = 0.5           the GRP and LRP attention maps agree    drafting
+    L_dc        TRRG eq. 4, weight 1                the image and clue summaries agree       drafting
+    selection   ours (`clue_selection_loss`)        clue weights toward the study's labels  drafting
+    findings    ours (`FindingLoss`)                the label and entity heads              vision
+    L_MedFuse   MedFuse-CLIP eq. 11                 both open_clip towers                   contrastive
+
+L_task is computed by transformers from the `labels` of each example (the prompt's positions are
+ignored). L_rank trains the LRE alone, in the index stage, because the drafting stage learns from the
+references it retrieves: alpha (REVTAF: 2) would only rescale its learning rate, so rrg has none.
+The terms implemented beside the modules they train (the LRE's in `retrieval.lre`, FCC in
+`prompts.consistency`, L_dc in `prompts.clues`, MedFuse-CLIP in `retrieval.medfuse_clip`) are
+imported here, so a stage takes every loss from this module.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from prompts.clues import DiseaseClueLoss
 from prompts.consistency import FineGrainedConsistencyLoss
+from retrieval.lre import ranking_loss
+from retrieval.medfuse_clip import MedFuseLoss, MedFuseLossOutput, hard_negative_mask
+from rrg.model.vision import VisionEncoder
 from rrg.model.visual_prompt import PromptTexts, VisualPromptOutput
+
+__all__ = ["FindingLoss", "MedFuseLoss", "VisualPromptLosses", "clue_selection_loss", "contrastive_loss",
+           "loss_tail", "ranking_loss"]
 
 
 class FindingLoss(nn.Module):
@@ -66,6 +92,22 @@ def clue_selection_loss(clue_weights: torch.Tensor, label_targets: torch.Tensor)
         return clue_weights.sum() * 0.0  # keeps the graph, adds nothing
     target = label_targets[labelled] / positives[labelled, None]  # (b, 14)
     return -(target * clue_weights[labelled].clamp_min(1e-12).log()).sum(dim=1).mean()
+
+
+def contrastive_loss(
+    encoder: VisionEncoder, loss: MedFuseLoss, images: torch.Tensor, tokens: torch.Tensor, status: np.ndarray
+) -> MedFuseLossOutput:
+    """MedFuse-CLIP's loss (eq. 11) on one batch of images, their report tokens and label statuses.
+
+    Hard negatives: with no patient ids (IU X-Ray), every other report of the batch with another
+    label-status vector may be one (eq. 7); the text tower's own embeddings, detached, stand in for the
+    paper's Clinical-BERT similarity (eq. 8).
+    """
+    image_embeddings = encoder(images).pooled  # (B, E)
+    text_embeddings = encoder.clip.encode_text(tokens)  # (B, E)
+    unit_text = F.normalize(text_embeddings.detach(), dim=-1)
+    negatives = hard_negative_mask(torch.from_numpy(status))  # other labels, no patient ids here (eq. 7)
+    return loss(image_embeddings, text_embeddings, negatives, unit_text @ unit_text.T)
 
 
 def loss_tail(losses: list[float]) -> float | None:

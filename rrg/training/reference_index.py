@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rrg.bundle import INDEX, Bundle, replace_part
+from rrg.bundle import INDEX, PROMPTS, Bundle, replace_part
 from rrg.data.imaging import fit_to_square, load_image
 from rrg.data.jsonl import read_jsonl
-from rrg.model.prompt_texts import PROMPTS
+from rrg.model import factory
 from rrg.model.references import ReferenceRetriever
 
 
@@ -40,8 +40,8 @@ def read_reference_studies(path: Path, split: str | None = None) -> list[dict]:
 @torch.no_grad()
 def embed_studies(bundle: Bundle, records: list[dict], folder: Path, progress: bool = True, batch: int = 64):
     """(pooled (N, E), entity logits (N, 75)) of the studies' images, by the bundle's encoder and heads."""
-    encoder = bundle.load_vision()
-    heads = bundle.load_heads(encoder)
+    encoder = factory.load_vision(bundle)
+    heads = factory.load_heads(bundle)
     size = bundle.config.vision.image_size
     pooled, entity_logits = [], []
     for start in tqdm(range(0, len(records), batch), desc="embedding references", unit="batch", disable=not progress):
@@ -66,13 +66,13 @@ def build_bundle_index(
     records = read_reference_studies(reports, split)
     pooled, entity_logits = embed_studies(bundle, records, reports.parent, progress)
     ids, texts = [r["id"] for r in records], [r["report"] for r in records]
-    retriever = bundle.load_retriever()
+    retriever = factory.load_retriever(bundle)
     if add:
         retriever.index.add(retriever.embed(pooled, entity_logits), ids, texts)
     else:
         retriever = ReferenceRetriever.build(pooled, entity_logits, ids, texts, retriever.enhancer)
     replace_part(bundle.path / INDEX, retriever.index.save)
-    prompt_texts = bundle.load_prompt_texts()
+    prompt_texts = factory.load_prompt_texts(bundle)
     if prompt_texts is not None:  # encode the new references' sentences once, here, not per request
         prompt_texts.add_reports(texts)
         replace_part(bundle.path / PROMPTS, prompt_texts.save)

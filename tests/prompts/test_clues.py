@@ -97,7 +97,7 @@ def test_top_k_outside_one_to_c_raises(k):
 
 def test_interaction_takes_k_from_the_constructor_and_has_the_documented_shapes():
     torch.manual_seed(0)
-    module = ClueInteraction(visual_dim=6, clue_dim=5, dim=16, queries=4, k=2)  # 8 heads by default
+    module = ClueInteraction(visual_dim=6, clue_dim=5, dim=16, queries=4, heads=8, k=2)
     out = module(torch.randn(3, 9, 6), torch.randn(3, 6), torch.randn(14, 5))
     assert out.tokens.shape == (3, 8, 16)  # [E^v ; E^c]: 2L tokens
     assert out.selected.shape == out.selected_weights.shape == (3, 2)
@@ -115,7 +115,7 @@ def test_interaction_rejects_heads_that_do_not_divide_dim():
     with pytest.raises(
         ValueError, match=r"dim \(12\) must be divisible by the number of attention heads \(8\)"
     ):
-        ClueInteraction(visual_dim=6, clue_dim=5, dim=12)
+        ClueInteraction(visual_dim=6, clue_dim=5, dim=12, queries=4, heads=8, k=3)
 
 
 def test_gradients_reach_visual_tokens_clue_projection_and_queries():

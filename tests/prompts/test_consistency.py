@@ -72,8 +72,9 @@ def test_fcc_loss_is_lower_when_similar_prompts_attend_to_the_same_place() -> No
 
 def test_fcc_gradient_reaches_the_visual_branch() -> None:
     torch.manual_seed(0)
-    grp_branch = MultiPromptSinkhornAttention(visual_dim=12, prompt_dim=10, dim=8)
-    lrp_branch = MultiPromptSinkhornAttention(visual_dim=12, prompt_dim=10, dim=8)
+    sizes = {"heads": 1, "eps": 0.05, "max_iter": 100, "tol": 1e-6}
+    grp_branch = MultiPromptSinkhornAttention(visual_dim=12, prompt_dim=10, dim=8, **sizes)
+    lrp_branch = MultiPromptSinkhornAttention(visual_dim=12, prompt_dim=10, dim=8, **sizes)
     generator = torch.Generator().manual_seed(1)
     visual = torch.randn(2, 9, 12, generator=generator, requires_grad=True)
     grp_text = torch.randn(2, 3, 10, generator=generator)

@@ -19,7 +19,7 @@ def _saved(tmp_path, kind: str):
     if kind == "cosine":
         index = CosineIndex.build(rng.normal(size=(3, 4)).astype(np.float32), ids, reports)
     else:
-        index = HyperbolicIndex.build(rng.uniform(-0.3, 0.3, size=(3, 4)), ids, reports)
+        index = HyperbolicIndex.build(rng.uniform(-0.3, 0.3, size=(3, 4)), ids, reports, 0.01)
     index.save(tmp_path / kind)
     return tmp_path / kind
 

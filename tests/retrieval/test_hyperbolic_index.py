@@ -90,8 +90,8 @@ def test_lifted_points_lie_on_the_hyperboloid_and_keep_geoopt_distances():
 
 def test_incremental_add_equals_one_build_and_exclusion_skips_the_own_study():
     points, ids, reports = _corpus(400, 0.01, seed=5)
-    whole = HyperbolicIndex.build(points, ids, reports)
-    grown = HyperbolicIndex.build(points[:250], ids[:250], reports[:250])
+    whole = HyperbolicIndex.build(points, ids, reports, 0.01)
+    grown = HyperbolicIndex.build(points[:250], ids[:250], reports[:250], 0.01)
     grown.add(points[250:], ids[250:], reports[250:])
     queries = points[:20]
     assert [[n.id for n in r] for r in whole.search(queries, 5)] == [[n.id for n in r] for r in grown.search(queries, 5)]
@@ -105,7 +105,7 @@ def test_incremental_add_equals_one_build_and_exclusion_skips_the_own_study():
 
 def test_save_and_load_round_trip(tmp_path):
     points, ids, reports = _corpus(120, 0.01, seed=6)
-    index = HyperbolicIndex.build(points, ids, reports)
+    index = HyperbolicIndex.build(points, ids, reports, 0.01)
     index.save(tmp_path / "index")
     loaded = HyperbolicIndex.load(tmp_path / "index")
     assert json.loads((tmp_path / "index" / "index.json").read_text())["curvature"] == 0.01

@@ -115,7 +115,7 @@ def test_added_rows_are_found_without_retraining(corpus):
     index = HyperbolicIVFIndex.build(points[:2000], ids[:2000], reports[:2000], CURVATURE, lists=40, probes=2)
     centroids = index.centroids.copy()
     np.testing.assert_array_equal(
-        centroids, HyperbolicIVFIndex.build(points[:2000], ids[:2000], reports[:2000], lists=40).centroids
+        centroids, HyperbolicIVFIndex.build(points[:2000], ids[:2000], reports[:2000], CURVATURE, lists=40).centroids
     )  # a fixed k-means seed: the same build twice gives the same quantizer
     index.add(points[2000:], ids[2000:], reports[2000:])
     assert len(index) == 3000
@@ -149,18 +149,18 @@ def test_save_and_load_round_trip(corpus, tmp_path):
 def test_bad_input_is_refused_plainly(corpus, tmp_path):
     points, ids, reports, exact = corpus
     with pytest.raises(ValueError, match="needs at least 390 points"):
-        HyperbolicIVFIndex.build(points[:100], ids[:100], reports[:100], lists=10)
+        HyperbolicIVFIndex.build(points[:100], ids[:100], reports[:100], CURVATURE, lists=10)
     with pytest.raises(ValueError, match="needs at least 39 points"):
-        HyperbolicIVFIndex.build(points[:20], ids[:20], reports[:20])  # too few even for one list
+        HyperbolicIVFIndex.build(points[:20], ids[:20], reports[:20], CURVATURE)  # too few even for one list
     outside = points[:400].copy()
     outside[7] *= 1.001 / (np.linalg.norm(outside[7]) * math.sqrt(CURVATURE))  # past the boundary
     with pytest.raises(ValueError, match="inside the Poincare ball"):
-        HyperbolicIVFIndex.build(outside, ids[:400], reports[:400], lists=5)
+        HyperbolicIVFIndex.build(outside, ids[:400], reports[:400], CURVATURE, lists=5)
     with pytest.raises(ValueError, match="curvature must be a positive number"):
-        HyperbolicIVFIndex.build(points[:400], ids[:400], reports[:400], curvature=-1.0, lists=5)
+        HyperbolicIVFIndex.build(points[:400], ids[:400], reports[:400], -1.0, lists=5)
     with pytest.raises(ValueError, match="probes must be at most lists = 5"):
-        HyperbolicIVFIndex.build(points[:400], ids[:400], reports[:400], lists=5, probes=6)
-    index = HyperbolicIVFIndex.build(points[:400], ids[:400], reports[:400], lists=5)
+        HyperbolicIVFIndex.build(points[:400], ids[:400], reports[:400], CURVATURE, lists=5, probes=6)
+    index = HyperbolicIVFIndex.build(points[:400], ids[:400], reports[:400], CURVATURE, lists=5)
     with pytest.raises(ValueError, match=r"shape \(N, 16\)"):
         index.search(np.zeros((2, DIM + 1)), 3)
     with pytest.raises(ValueError, match=r"shape \(N, 16\)"):

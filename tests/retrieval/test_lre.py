@@ -43,7 +43,7 @@ def test_ranking_loss_is_cross_entropy_over_negative_distances_without_the_diago
 
 def test_embeddings_lie_inside_the_ball_and_gradients_reach_every_parameter():
     torch.manual_seed(0)
-    enhancer = RetrievalEnhancer(hidden=32, dim=16, curvature=0.01)
+    enhancer = RetrievalEnhancer(75, hidden=32, dim=16, curvature=0.01)
     logits = 20.0 * torch.randn(8, 75)  # large logits push expmap0 towards the boundary
     points = enhancer(logits)
     assert points.shape == (8, 16)
@@ -66,7 +66,7 @@ def test_training_makes_the_ball_neighbour_the_label_neighbour():
     group = torch.randint(0, 6, (300,))
     status = prototypes[group]
     logits = (2 * status - 1) @ torch.randn(24, 75) * 0.5 + torch.randn(300, 75)
-    enhancer = RetrievalEnhancer(hidden=48, dim=16)
+    enhancer = RetrievalEnhancer(75, hidden=48, dim=16, curvature=0.01)
     optimizer = geoopt.optim.RiemannianAdam(enhancer.parameters(), lr=3e-3)
 
     def top1_agreement() -> float:
@@ -86,11 +86,11 @@ def test_training_makes_the_ball_neighbour_the_label_neighbour():
 
 
 def test_bad_input_is_refused():
-    enhancer = RetrievalEnhancer(hidden=8, dim=4)
+    enhancer = RetrievalEnhancer(75, hidden=8, dim=4, curvature=0.01)
     with pytest.raises(ValueError, match="shape"):
         enhancer(torch.zeros(2, 14))
     with pytest.raises(ValueError, match="curvature"):
-        RetrievalEnhancer(curvature=0.0)
+        RetrievalEnhancer(75, 8, 4, curvature=0.0)
     with pytest.raises(ValueError, match="at least 2"):
         nearest_in_labels(torch.zeros(1, 56))
     with pytest.raises(ValueError, match=r"\(B, B\)"):

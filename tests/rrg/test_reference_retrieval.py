@@ -18,6 +18,7 @@ from rrg.config import load_model_config
 from rrg.data.imaging import fit_to_square, load_image
 from rrg.data.manifest import read_manifest
 from rrg.drafting import Drafter
+from rrg.model import factory
 
 
 def test_hyperbolic_bundle_carries_its_lre_and_a_hyperbolic_index(micro_hyperbolic_bundle):
@@ -26,7 +27,7 @@ def test_hyperbolic_bundle_carries_its_lre_and_a_hyperbolic_index(micro_hyperbol
     tensors = load_file(micro_hyperbolic_bundle / "modules.safetensors")
     assert tensors["retriever.first.weight"].shape == (32, 75)
     assert tensors["retriever.second.weight"].shape == (16, 32)
-    retriever = bundle.load_retriever()
+    retriever = factory.load_retriever(bundle)
     assert isinstance(retriever.index, HyperbolicIndex) and len(retriever.index) == 32
     assert isinstance(retriever.enhancer, RetrievalEnhancer) and not retriever.enhancer.training
     index_summary = bundle.facts["training_summary"]["index"]
@@ -71,7 +72,7 @@ def test_index_build_rebuilds_and_adds_without_retraining(micro_hyperbolic_bundl
     assert main(["-q", "index", "build", "--bundle", str(bundle_path), "--reports", str(manifest), "--split", "test",
                  "--add"]) == 0
     bundle = Bundle.open(bundle_path)
-    assert len(bundle.load_retriever().index) == 32 + len(test)
+    assert len(factory.load_retriever(bundle).index) == 32 + len(test)
     found = Drafter(bundle).plan([image])[0].neighbors[0]
     assert found.id == test[0]["id"] and found.distance < 1e-3
     assert json.loads((bundle_path / "index" / "index.json").read_text())["kind"] == "hyperbolic"
@@ -87,7 +88,7 @@ def test_index_build_refuses_bad_input_and_keeps_the_index(micro_bundle, micro_d
     reports.write_text(json.dumps({"id": "x", "report": "No acute disease."}) + "\n")
     assert main(["-q", "index", "build", "--bundle", str(bundle_path), "--reports", str(reports)]) == 2
     assert "missing field(s) image" in capsys.readouterr().err
-    assert len(Bundle.open(bundle_path).load_retriever().index) == 32  # untouched
+    assert len(factory.load_retriever(Bundle.open(bundle_path)).index) == 32  # untouched
     # Adding ids already indexed is refused by name.
     assert main(["-q", "index", "build", "--bundle", str(bundle_path), "--reports", str(micro_data / "manifest.jsonl"),
                  "--split", "train", "--add"]) == 2
@@ -104,4 +105,4 @@ def test_retrieval_kind_is_checked(micro_bundle, tmp_path):
     config["retrieval"]["kind"] = "hyperbolic"
     (bundle_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(BundleError, match="holds a cosine index, but the config says hyperbolic"):
-        Bundle.open(bundle_path).load_retriever()
+        factory.load_retriever(Bundle.open(bundle_path))

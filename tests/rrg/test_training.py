@@ -18,6 +18,7 @@ from rrg.bundle import Bundle, save_modules, save_vision
 from rrg.data.imaging import load_image
 from rrg.data.manifest import read_manifest
 from rrg.drafting import Drafter, LocalDrafter
+from rrg.model import factory
 from rrg.model.generation import SamplingSettings
 
 
@@ -38,14 +39,14 @@ def test_bundle_has_every_part_and_says_it_is_a_demo(micro_bundle):
     assert "skipped" in bundle.facts["training_summary"]["contrastive"]  # test-micro: clip_epochs 0
     assert not (micro_bundle / ".train").exists()
     assert (micro_bundle / "lora" / "adapter_config.json").is_file()
-    assert len(bundle.load_retriever().index) == 32
+    assert len(factory.load_retriever(bundle).index) == 32
 
 
 def test_bundle_save_and_load_round_trip_exactly(micro_bundle, micro_data, tmp_path):
     bundle = Bundle.open(micro_bundle)
-    encoder = bundle.load_vision()
-    heads, projector = bundle.load_modules(encoder)
-    save_vision(tmp_path, encoder)
+    encoder = factory.load_vision(bundle)
+    heads, projector = factory.load_heads(bundle), factory.load_visual_prompt(bundle)
+    save_vision(tmp_path, encoder.clip_config, encoder)
     save_modules(tmp_path, heads, projector)
     for part in ("vision/model.safetensors", "modules.safetensors"):
         before, after = load_file(micro_bundle / part), load_file(tmp_path / part)
@@ -65,7 +66,7 @@ def test_merged_lora_gives_the_adapters_logits_and_saves_a_loadable_model(micro_
     bundle = Bundle.open(micro_bundle)
     dtype = bundle.config.generator.dtype
     with_adapter = PeftModel.from_pretrained(load_llm(bundle.llm_path, dtype), str(bundle.lora_path)).eval()
-    merged = bundle.load_generator()
+    merged = factory.load_generator(bundle)
     assert not any("lora" in name for name, _ in merged.named_parameters())  # no adapter matmuls left
     ids = torch.tensor([[1, 5, 9, 14, 3, 7]])
     with torch.no_grad():
@@ -73,7 +74,7 @@ def test_merged_lora_gives_the_adapters_logits_and_saves_a_loadable_model(micro_
         assert torch.allclose(merged(input_ids=ids).logits, expected, atol=1e-5)
         # the adapter changes the logits, so the comparison above sees it
         assert not torch.allclose(load_llm(bundle.llm_path, dtype)(input_ids=ids).logits, expected, atol=1e-3)
-    folder = bundle.write_merged_llm(tmp_path / "merged")
+    folder = factory.write_merged_llm(bundle, tmp_path / "merged")
     assert {"config.json", "tokenizer.json", "model.safetensors"} <= {p.name for p in folder.iterdir()}
     with torch.no_grad():
         assert torch.allclose(load_llm(folder, dtype)(input_ids=ids).logits, expected, atol=1e-5)

@@ -16,7 +16,7 @@ from rrg.drafting import LocalDrafter
 from rrg.model.generation import SamplingSettings
 from serving.app import build_app
 from serving.completions import CompletionService
-from serving.engine import HfEngine
+from serving.engines import HfEngine
 
 
 @pytest.fixture(scope="module")

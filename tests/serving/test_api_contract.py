@@ -27,7 +27,7 @@ from rrg.data.manifest import read_manifest
 from rrg.drafting import Drafter
 from serving.app import build_app
 from serving.completions import CompletionService
-from serving.engine import HfEngine
+from serving.engines import HfEngine
 from serving.front import FrontBatcher
 from serving.limits import ServerLimits
 

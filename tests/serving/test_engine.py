@@ -7,7 +7,7 @@ import os
 import pytest
 
 from rrg.bundle import Bundle
-from serving.engine import DEFAULT_CPU_KV_CACHE_GIB, VllmEngine, resolve_lora_mode
+from serving.engines import DEFAULT_CPU_KV_CACHE_GIB, VllmEngine, resolve_lora_mode
 
 
 @pytest.fixture(autouse=True)

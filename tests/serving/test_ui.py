@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from rrg.data.imaging.limits import ImageLimits
-from serving.protocol import APIError
+from serving.protocol import InvalidRequest
 from serving.ui import DRAFT_FILE_NAME, REFUSED_PAGE_ROUTES, build_ui
 
 NOTICE = 'Machine draft, not for clinical use. A "quoted" demo notice.'
@@ -45,7 +45,7 @@ class _RefusingService:
 
     async def draft(self, data, settings):
         self.received.append(data)
-        raise APIError(400, "image: The data is not a PNG, JPEG or DICOM image.", param="image")
+        raise InvalidRequest("image: The data is not a PNG, JPEG or DICOM image.", param="image")
 
 
 class _DraftingService:

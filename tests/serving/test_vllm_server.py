@@ -159,8 +159,8 @@ def test_logs_never_carry_dicom_patient_tags_or_report_text(server, micro_data, 
 def remote_front(micro_bundle, tmp_path_factory):
     """vLLM's own OpenAI server with the micro bundle's model and adapter, and `rrg serve --engine remote`
     in front of it; the front's URL."""
+    from serving.engines import vllm_serve_command
     from serving.launch import free_port, server_process, wait_until_healthy
-    from serving.remote_engine import vllm_serve_command
 
     folder = tmp_path_factory.mktemp("remote")
     port = free_port()

@@ -1,4 +1,4 @@
-"""The drafting stage of `rrg train`: the visual prompt and a LoRA adapter learn to draft reports.
+"""Stage 6, drafting: the visual prompt and a LoRA adapter learn to draft reports.
 
 The vision encoder, heads and base language model are frozen; what trains is the visual prompt
 (`rrg/model/visual_prompt.py`: the projector and, as the config has them, the Sinkhorn fusion branches
@@ -18,26 +18,25 @@ What each prompt part holds in training and at validation (as at inference):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 
 from retrieval.index_files import open_index
 from retrieval.lre import label_neighbours
-from rrg.bundle import INDEX, LLM, LORA, replace_part, save_modules
+from rrg.bundle import INDEX, LLM, LORA, PROMPTS, replace_part, save_modules
 from rrg.data.training_data import StudySet
+from rrg.model import factory
 from rrg.model.generator import load_llm, with_new_lora
 from rrg.model.prompt import PromptEmbedder, pad_batch
-from rrg.model.prompt_texts import PROMPTS, PromptTextEncodings, present_entities, uses_text_prompts
+from rrg.model.prompt_texts import PromptTextEncodings, present_entities
 from rrg.model.references import ReferenceRetriever
 from rrg.model.suggested_findings import finding_names, suggest
 from rrg.model.vision import encode_images
-from rrg.model.visual_prompt import VisualPrompt
+from rrg.training.loop import TrainingRun
 from rrg.training.losses import VisualPromptLosses, loss_tail
 
-if TYPE_CHECKING:
-    from rrg.training.train import Trainer
+NAME = "drafting"
+SEED_OFFSET = 4
 
 
 class _AdapterState:
@@ -57,34 +56,33 @@ class _AdapterState:
         set_peft_model_state_dict(self.model, state)
 
 
-def _prompt_texts(trainer: Trainer) -> PromptTextEncodings | None:
+def _prompt_texts(ctx: TrainingRun) -> PromptTextEncodings | None:
     """The encoded text prompts: built once (and kept in the bundle), reloaded when resuming."""
-    config, data = trainer.config, trainer.train_set
-    if not uses_text_prompts(config):
+    config, data = ctx.config, ctx.train_set
+    if not config.uses_text_prompts:
         return None
-    folder = trainer.out / PROMPTS
-    if folder.is_dir() and trainer.checkpoints.resuming:
+    folder = ctx.out / PROMPTS
+    if folder.is_dir() and ctx.checkpoints.resuming:
         return PromptTextEncodings.load(folder, config)
-    trainer.log(f"encoding the text prompts with {config.prompt.text_encoder}")
+    ctx.log(f"encoding the text prompts with {config.prompt.text_encoder}")
     encodings = PromptTextEncodings.build(config, data.reports, data.reports)
     replace_part(folder, encodings.save)
     return encodings
 
 
-def train_drafting(trainer: Trainer) -> dict:
+def run(ctx: TrainingRun) -> dict:
     """Train and save the drafting parts of the bundle; the stage's summary."""
-    config, data, training = trainer.config, trainer.train_set, trainer.training
-    encoder, heads = trainer.trained_vision()
-    tokenizer = trainer.load_tokenizer()
-    model = with_new_lora(load_llm(trainer.out / LLM, config.generator.dtype), config.generator)
-    prompt_texts = _prompt_texts(trainer)
-    visual_prompt = VisualPrompt(
-        config, encoder.token_width, model.config.hidden_size, prompt_texts.dim if prompt_texts else None
-    )
+    config, data, training = ctx.config, ctx.train_set, ctx.training
+    encoder, heads = ctx.trained_vision()
+    tokenizer = ctx.load_tokenizer()
+    model = with_new_lora(load_llm(ctx.out / LLM, config.generator.dtype), config.generator)
+    prompt_texts = _prompt_texts(ctx)
+    widths = factory.widths_of(encoder, model.config.hidden_size, prompt_texts.dim if prompt_texts else None)
+    visual_prompt = factory.visual_prompt(config, widths)
     prompt_losses = VisualPromptLosses(config.fusion.fcc_weight, config.clues.dc_weight, config.clues.selection_weight)
     embedder = PromptEmbedder(tokenizer, model.get_input_embeddings(), config.prompt)
-    enhancer = trainer.trained_enhancer()
-    retriever = ReferenceRetriever(open_index(trainer.out / INDEX), enhancer)
+    enhancer = ctx.trained_enhancer()
+    retriever = ReferenceRetriever(open_index(ctx.out / INDEX), enhancer)
     k = config.retrieval.k
 
     def seen(study_set: StudySet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
@@ -107,7 +105,7 @@ def train_drafting(trainer: Trainer) -> dict:
         refs = [[data.reports[j] for j in row] for row in nearest]
     findings = [finding_names(row) for row in data.label_targets.numpy() > 0]
     present = (data.entity_targets == 1).numpy()  # (N, 75) the report's entities
-    train_reports, val_reports = trainer.targets(data), trainer.targets(trainer.val_set)
+    train_reports, val_reports = ctx.targets(data), ctx.targets(ctx.val_set)
     modules = {"visual_prompt": visual_prompt, "lora": _AdapterState(model)}
     trainable = list(visual_prompt.parameters()) + [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=training.draft_lr, weight_decay=0.0)
@@ -133,10 +131,10 @@ def train_drafting(trainer: Trainer) -> dict:
             terms_seen.setdefault(name, []).append(float(value.detach()))
         return sum(terms.values())
 
-    losses = trainer.steps("drafting", len(data), training.draft_batch, training.draft_epochs, modules, optimizer, train_step)
+    losses = ctx.steps("drafting", len(data), training.draft_batch, training.draft_epochs, modules, optimizer, train_step)
     model.eval()
     visual_prompt.eval()
-    val = trainer.val_set
+    val = ctx.val_set
     val_tokens, val_label_logits, val_entity_logits, val_vectors = seen(val)
     val_refs = retrieved(val, val_vectors)
     with torch.no_grad():
@@ -148,9 +146,10 @@ def train_drafting(trainer: Trainer) -> dict:
             losses_of(b, val_tokens, val_findings, val_refs, val_present, val_reports, val.label_targets)
             for b in val_batches
         ]
-    replace_part(trainer.out / LORA, lambda folder: model.save_pretrained(str(folder)))
-    save_modules(trainer.out, heads, visual_prompt, enhancer)
-    summary = {"final_loss": loss_tail(losses), "val_loss": round(float(np.mean([t["task"] for t in val_terms])), 4)}
+    replace_part(ctx.out / LORA, lambda folder: model.save_pretrained(str(folder)))
+    save_modules(ctx.out, heads, visual_prompt, enhancer)
+    summary = {"final_loss": loss_tail(losses), "val_loss": round(float(np.mean([t["task"] for t in val_terms])), 4),
+               "widths": widths.to_dict()}
     if len(terms_seen) > 1:  # the terms apart, when there is more than the task's
         summary["final_terms"] = {name: loss_tail(values) for name, values in terms_seen.items()}
         summary["val_terms"] = {name: round(float(np.mean([t[name] for t in val_terms])), 4) for name in val_terms[0]}

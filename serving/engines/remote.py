@@ -24,7 +24,8 @@ import torch
 
 from rrg.bundle import Bundle
 from rrg.model.generation import Generation, SamplingSettings
-from serving.engine import Delta, EngineError, engine_info, vllm_lora_rank
+from serving.engines.base import Delta, EngineError, engine_info
+from serving.engines.vllm import vllm_lora_rank
 
 
 def vllm_serve_command(

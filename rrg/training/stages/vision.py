@@ -1,0 +1,72 @@
+"""Stage 3, vision: the open_clip encoder and the finding heads, supervised by each study's labels and
+entities; then the heads' suggestion thresholds, tuned on the validation split."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from prompts.vocabulary import CHEXBERT_LABELS
+from rrg.bundle import save_vision
+from rrg.data.training_data import StudySet
+from rrg.model import factory
+from rrg.model.suggested_findings import NEVER, example_f1, suggest, tune_thresholds, with_no_finding
+from rrg.model.vision import FindingHeads, VisionEncoder, encode_images
+from rrg.training.loop import TrainingRun, jitter
+from rrg.training.losses import FindingLoss, loss_tail
+
+NAME = "vision"
+SEED_OFFSET = 1
+
+
+def run(ctx: TrainingRun) -> dict:
+    data = ctx.train_set
+    encoder = factory.vision_encoder(ctx.config)
+    if (ctx.checkpoints.folder / "towers.pt").is_file():  # MedFuse-CLIP pre-trained
+        encoder.load_state_dict(torch.load(ctx.checkpoints.folder / "towers.pt"))
+    heads = factory.finding_heads(encoder.embed_dim)
+    criterion = FindingLoss()
+    modules = {"encoder": encoder, "heads": heads}
+    params = [p for m in modules.values() for p in m.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=ctx.training.vision_lr, weight_decay=0.05)
+    encoder.train()
+
+    def train_step(batch: np.ndarray) -> torch.Tensor:
+        seen = encoder(jitter(data.images[batch]))
+        label_logits, entity_logits = heads(seen.pooled)
+        return criterion(label_logits, entity_logits, data.label_targets[batch], data.entity_targets[batch])
+
+    losses = ctx.steps(
+        "vision", len(data), ctx.training.vision_batch, ctx.training.vision_epochs, modules, optimizer, train_step
+    )
+    encoder.eval()
+    heads.eval()
+    save_vision(ctx.out, encoder.clip_config, encoder)
+    val_probabilities = _probabilities(encoder, heads, ctx.val_set)
+    val_positives = ctx.val_set.label_targets.numpy() > 0
+    thresholds = tune_thresholds(val_probabilities, val_positives)
+    heads.thresholds.copy_(torch.from_numpy(thresholds))
+    torch.save(heads.state_dict(), ctx.checkpoints.folder / "heads.pt")
+    suggested = with_no_finding(suggest(val_probabilities, thresholds))
+    return {
+        "train_studies": len(data),
+        "final_loss": loss_tail(losses),
+        "val_mean_auc_14": _mean_auc(val_probabilities, val_positives),
+        "suggestion_thresholds": {n: round(float(t), 2) for n, t in zip(CHEXBERT_LABELS, thresholds) if t < NEVER},
+        "val_example_f1_of_suggestions": round(example_f1(suggested, val_positives), 4),
+    }
+
+
+@torch.no_grad()
+def _probabilities(encoder: VisionEncoder, heads: FindingHeads, study_set: StudySet) -> np.ndarray:
+    """(N, 14) the heads' label probabilities for a split."""
+    pooled, _ = encode_images(encoder, study_set.images)
+    return torch.sigmoid(heads(pooled)[0]).numpy()
+
+
+def _mean_auc(scores: np.ndarray, targets: np.ndarray) -> float | None:
+    """Mean ROC AUC over the labels with both classes present."""
+    from sklearn.metrics import roc_auc_score
+
+    aucs = [roc_auc_score(targets[:, j], scores[:, j]) for j in range(targets.shape[1]) if 0 < targets[:, j].sum() < len(targets)]
+    return round(float(np.mean(aucs)), 4) if aucs else None
