@@ -98,7 +98,7 @@ def test_gradio_page_drafts_an_uploaded_phantom_and_keeps_no_copy(server, micro_
     preview, draft, findings, neighbors, suggested, clues = client.predict(data_url, api_name="/draft")
     assert preview.startswith('<img src="data:image/png;base64,')  # the decoded image inline, not a file
     assert isinstance(draft, str)
-    assert clues == ""  # the micro bundle has no disease clues (tests/rrg/test_fused_bundle.py has them)
+    assert clues == ""  # the micro bundle has no disease clues (tests/rrg/training/test_fused_bundle.py has them)
     assert suggested == "none" or all(name.strip() in _LABEL_NAMES for name in suggested.split(","))
     assert len(findings["confidences"]) >= 1
     assert neighbors["data"] and len(neighbors["data"][0]) == 3

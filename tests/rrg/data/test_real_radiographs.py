@@ -9,7 +9,7 @@ import pytest
 
 from rrg.data.imaging import decode_image, load_image, to_model_input
 
-NIH = Path(__file__).resolve().parents[1] / "data" / "nih_cxr14"
+NIH = Path(__file__).resolve().parents[2] / "data" / "nih_cxr14"
 
 
 @pytest.mark.parametrize("name", ["00029548_010.jpg", "00029548_012.jpg"])
