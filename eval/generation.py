@@ -3,7 +3,9 @@
 Every function returns prediction records `{"id", "prediction", "reference"}` (plus `neighbors`,
 the ids of the retrieved training studies, when a bundle made them), ready for scoring.
 
-- drafts: the bundle's full model, greedy decoding (`LocalDrafter`).
+- drafts: the bundle's full model, greedy decoding (`LocalDrafter`), on the images of the data set's
+  image cache at the bundle's size (`rrg.data.image_cache`: decoded once, the same pixels the server
+  makes of the same file).
 - `nearest` baseline: the report of the top retrieved training study, no language model; a draft
   that does not beat it has learnt nothing beyond retrieval.
 - `majority` baseline: the most frequent training report for every study; on IU X-Ray that is a
@@ -22,7 +24,7 @@ from tqdm import tqdm
 
 from retrieval.cosine_index import Neighbor
 from rrg.bundle import Bundle
-from rrg.data.imaging import load_image
+from rrg.data.image_cache import CachedImages, build_image_cache
 from rrg.data.manifest import read_manifest
 from rrg.drafting import Drafter, LocalDrafter
 from rrg.model.generation import SamplingSettings
@@ -32,17 +34,20 @@ BASELINES = ("majority", "nearest")
 
 @dataclass(frozen=True)
 class Study:
-    """One study of a data folder: its reference report and image file."""
+    """One study of a data folder: its reference report and image file, and its row in the manifest."""
 
     id: str
     report: str
     image: Path
+    data: Path
+    row: int
 
 
 def read_studies(data: Path, split: str, limit: int | None = None) -> list[Study]:
     """The studies of one split of a data folder's manifest.jsonl, the first `limit` if given."""
     records = read_manifest(data)
-    studies = [Study(r["id"], r["report"], data / r["image"]) for r in records if r["split"] == split]
+    studies = [Study(r["id"], r["report"], data / r["image"], data, row) for row, r in enumerate(records)
+               if r["split"] == split]
     if not studies:
         splits = ", ".join(sorted({r["split"] for r in records})) or "none"
         raise ValueError(f"no studies in split {split!r} of {data} (its splits: {splits})")
@@ -63,12 +68,17 @@ def majority_predictions(data: Path, studies: Sequence[Study]) -> list[dict]:
     return [{"id": s.id, "prediction": report, "reference": s.report} for s in studies]
 
 
-def _decode(study: Study) -> np.ndarray:
-    try:
-        return load_image(study.image).pixels
-    except (OSError, ValueError) as error:
-        # Name the study: the decoder's own message does not know which one it was reading.
-        raise ValueError(f"study {study.id}: cannot read image {study.image}: {error}") from error
+def study_images(studies: Sequence[Study], size: int, progress: bool = True) -> CachedImages | None:
+    """The studies' images at `size` pixels from their data set's image cache (built if missing); a
+    ValueError names the first study whose image cannot be read."""
+    if not studies:
+        return None
+    cache = build_image_cache(studies[0].data, size, progress=progress, log=lambda message: None)
+    skipped = CachedImages.skipped(cache)
+    for study in studies:
+        if study.row in skipped:
+            raise ValueError(f"study {study.id}: cannot read image {study.image}: {skipped[study.row]}")
+    return CachedImages(cache, [s.row for s in studies])
 
 
 # A batch of decoded images in, one (prediction, neighbours) pair per image out.
@@ -80,8 +90,8 @@ OnDone = Callable[[list[dict]], None]
 
 
 def _predict_in_batches(
-    studies: Sequence[Study], predict: BatchPredictor, batch_size: int, progress: bool, what: str,
-    on_done: OnDone | None, done_before: int,
+    studies: Sequence[Study], images: CachedImages, predict: BatchPredictor, batch_size: int, progress: bool,
+    what: str, on_done: OnDone | None, done_before: int,
 ) -> list[dict]:
     records = []
     with tqdm(
@@ -89,7 +99,7 @@ def _predict_in_batches(
     ) as bar:
         for start in range(0, len(studies), batch_size):
             batch = studies[start : start + batch_size]
-            outputs = predict([_decode(s) for s in batch])
+            outputs = predict(list(images[start : start + len(batch)][:, 0].numpy()))
             finished = [
                 {
                     "id": s.id,
@@ -127,7 +137,8 @@ def draft_predictions(
     def predict(images: list[np.ndarray]) -> list[tuple[str, list[Neighbor]]]:
         return [(d.text, d.neighbors) for d in drafter.draft(images, settings)]
 
-    return _predict_in_batches(studies, predict, batch_size, progress, "drafting", on_done, done_before)
+    images = study_images(studies, bundle.config.vision.image_size, progress)
+    return _predict_in_batches(studies, images, predict, batch_size, progress, "drafting", on_done, done_before)
 
 
 def nearest_predictions(
@@ -140,4 +151,5 @@ def nearest_predictions(
     def predict(images: list[np.ndarray]) -> list[tuple[str, list[Neighbor]]]:
         return [(p.neighbors[0].report, p.neighbors) for p in drafter.plan(images)]
 
-    return _predict_in_batches(studies, predict, batch_size, progress, "retrieving", on_done, done_before)
+    images = study_images(studies, bundle.config.vision.image_size, progress)
+    return _predict_in_batches(studies, images, predict, batch_size, progress, "retrieving", on_done, done_before)

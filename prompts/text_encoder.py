@@ -7,6 +7,11 @@ the PyPI wheel of that name, so that a pretrained sentence encoder is at hand on
 model hub. Sentences are pooled as Sentence-Transformers pools all-MiniLM-L6-v2 (its
 1_Pooling/config.json: mean over the tokens the attention mask keeps, then L2 normalisation),
 which reproduces that library's embeddings without depending on it.
+
+Two load options come from the model config (`rrg.config.PromptConfig`): `trust_remote_code`, for an
+encoder that ships its own model code (CXR-BERT's BiomedVLP classes), passed to both of transformers'
+Auto loaders; and `device`: "cpu", "cuda", "cuda:N", or "auto" (the GPU when there is one). Whatever
+the device, `encode` returns float32 vectors on the CPU, so cached encodings are the same either way.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +45,13 @@ def default_encoder_folder() -> Path:
     return folder
 
 
+def encoder_device(device: str | torch.device) -> torch.device:
+    """The device an encoder runs on: "auto" is cuda when a GPU is visible, else cpu."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 def _looks_like_path(name: str) -> bool:
     """A folder the user meant, rather than a hub id ("org/name")."""
     path = Path(name).expanduser()
@@ -49,13 +62,15 @@ class SentenceEncoder:
     """A BERT-like encoder with mean pooling: texts in, unit vectors (n, d) out."""
 
     def __init__(
-        self, tokenizer, model: torch.nn.Module, name: str, device: str | torch.device, max_length: int
+        self, tokenizer, model: torch.nn.Module, name: str, device: str | torch.device, max_length: int,
+        trust_remote_code: bool = False,
     ):
         self.tokenizer = tokenizer
-        self.model = model.to(device).eval()
+        self.device = encoder_device(device)
+        self.model = model.to(self.device).eval()
         self.name = name  # what was asked for: the bundle config records it to load the same again
-        self.device = torch.device(device)
         self.max_length = max_length
+        self.trust_remote_code = trust_remote_code  # whether it was loaded allowing the model's own code
 
     @classmethod
     def load(
@@ -67,6 +82,7 @@ class SentenceEncoder:
     ) -> SentenceEncoder:
         """Load the default encoder from its wheel, or a HF encoder from a folder or hub id.
 
+        device: "cpu", "cuda", "cuda:N", or "auto" (cuda when available);
         trust_remote_code: some encoders (CXR-BERT) ship their own model class; off unless asked.
         """
         if name_or_path == DEFAULT_ENCODER:
@@ -84,12 +100,27 @@ class SentenceEncoder:
             tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
             model = AutoModel.from_pretrained(source, trust_remote_code=trust_remote_code)
         except (OSError, ValueError, KeyError, ImportError) as error:
+            if "trust_remote_code" in str(error) and not trust_remote_code:
+                raise ValueError(
+                    f"text encoder {name_or_path!r} ships its own model code: load it with trust_remote_code "
+                    "(prompt.text_encoder_trust_remote_code: true) if you trust its source"
+                ) from error
             raise ValueError(
                 f"cannot load text encoder {name_or_path!r} ({error}). Give a local folder of a Hugging "
                 "Face encoder (config.json, tokenizer files, weights): with no model hub "
                 "(HF_HUB_OFFLINE=1, offline mode) a hub id loads only if it is already cached"
             ) from error
-        return cls(tokenizer, model, name_or_path, device, max_length)
+        return cls(tokenizer, model, name_or_path, device, max_length, trust_remote_code)
+
+    @classmethod
+    def from_config(cls, prompt: Any) -> SentenceEncoder:
+        """The encoder a model config's prompt section names (`rrg.config.PromptConfig`, or anything with
+        its fields): `text_encoder`, on `text_encoder_device`, with `text_encoder_trust_remote_code`."""
+        return cls.load(
+            prompt.text_encoder,
+            device=prompt.text_encoder_device,
+            trust_remote_code=prompt.text_encoder_trust_remote_code,
+        )
 
     @property
     def dim(self) -> int:

@@ -6,7 +6,9 @@ stores and reads the parts; `rrg.model.factory` builds modules from them.
                          ("demo": true and the phantom notice for the demo model)
     llm/                 the base language model and its tokenizer, Hugging Face format
     lora/                the LoRA adapter, PEFT format
-    vision/              the open_clip model: open_clip_config.json + model.safetensors
+    vision/              the open_clip model: open_clip_config.json + model.safetensors (for a pretrained
+                         tower the config also records its mean/std/image size and source: see
+                         `save_vision`)
     modules.safetensors  the finding heads ("heads.*"), the visual prompt modules (the projector,
                          "projector.*"; with fusion the Sinkhorn branches, "grp_attention.*" and
                          "lrp_attention.*"; with clues "clues.*" and "clue_projector.*") and, for
@@ -68,7 +70,12 @@ def replace_part(target: Path, write: Callable[[Path], None]) -> None:
 
 
 def save_vision(folder: Path, clip_config: dict[str, Any], encoder: nn.Module) -> None:
-    """vision/: the open_clip config and the encoder's weights."""
+    """vision/: the open_clip config and the encoder's weights.
+
+    clip_config is the encoder's resolved config (`VisionEncoder.clip_config`): the open_clip model config
+    it was built from and, for a pretrained tower, "preprocess_cfg" (its per-channel mean and std and its
+    image size) and "source" (the open_clip model, pretrained tag/repo/file and where config and weights
+    came from). With the weights here, the tower is rebuilt from this alone, offline."""
     target = folder / VISION
     target.mkdir(parents=True, exist_ok=True)
     (target / _OPEN_CLIP_CONFIG).write_text(json.dumps(clip_config, indent=2) + "\n")
@@ -76,7 +83,8 @@ def save_vision(folder: Path, clip_config: dict[str, Any], encoder: nn.Module) -
 
 
 def read_vision(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """vision/'s open_clip config and weights (of a bundle, or of one still being trained)."""
+    """vision/'s open_clip config and weights (of a bundle, or of one still being trained). A config with
+    no "preprocess_cfg" (every bundle before pretrained towers) is a random-init tower: mean 0.5, std 0.25."""
     return json.loads((folder / VISION / _OPEN_CLIP_CONFIG).read_text()), load_file(folder / VISION / _VISION_WEIGHTS)
 
 

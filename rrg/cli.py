@@ -71,6 +71,47 @@ def _data_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_data_set(args: argparse.Namespace, name: str, config, build) -> int:
+    """Run a data set build unless `--out` holds a finished one; a kill leaves what can be resumed."""
+    from rrg.data.manifest import manifest_exists
+
+    out = Path(args.out)
+    if manifest_exists(out) and not args.force:
+        _say(args, f"a data set is already built at {out} (use --force to rebuild it)")
+        return 0
+    settings = " ".join(
+        f"--{field.name.replace('_', '-')} {','.join(value) if isinstance(value, tuple) else value}"
+        for field in dataclasses.fields(config)
+        if (value := getattr(config, field.name)) is not None
+    )
+    _say(args, f"rrg data {name} {settings}")
+    try:
+        build(config, force=args.force, progress=not args.quiet, log=lambda m: _say(args, m))
+    except KeyboardInterrupt:
+        _say(args, f"rrg data {name}: stopped; the same command resumes from the chunks finished in {out}")
+        raise
+    return 0
+
+
+def _data_mimic(args: argparse.Namespace) -> int:
+    from rrg.data.dataset_build import DEFAULT_WORKERS
+    from rrg.data.mimic_cxr import MimicBuild, build_mimic_cxr, parse_views
+
+    build = MimicBuild(root=Path(args.root), out=Path(args.out), reports=args.reports, section=args.section,
+                       views=parse_views(args.views), workers=args.workers or DEFAULT_WORKERS,
+                       chunk_size=args.chunk_size)
+    return _build_data_set(args, "mimic", build, build_mimic_cxr)
+
+
+def _data_iu(args: argparse.Namespace) -> int:
+    from rrg.data.dataset_build import DEFAULT_WORKERS
+    from rrg.data.iu_xray import IuBuild, build_iu_xray
+
+    build = IuBuild(root=Path(args.root), out=Path(args.out), workers=args.workers or DEFAULT_WORKERS,
+                    chunk_size=args.chunk_size)
+    return _build_data_set(args, "iu", build, build_iu_xray)
+
+
 def _overrides(pairs: list[str]) -> dict[str, dict]:
     """`--set training.lm_epochs=1` pairs as config sections; values are read as JSON when they parse."""
     import json
@@ -266,6 +307,35 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=int, help="rendering processes (default: up to 4, one per core)")
     demo.add_argument("--force", action="store_true", help="rebuild even if the folder holds a finished set")
     demo.set_defaults(run=_data_demo)
+
+    mimic = data_commands.add_parser(
+        "mimic", help="MIMIC-CXR: MIMIC-CXR-JPG images with the MIMIC-CXR reports, labelled (resumable)"
+    )
+    mimic.add_argument("--root", required=True, type=Path,
+                       help="the MIMIC-CXR-JPG folder: files/ and the mimic-cxr-2.0.0-*.csv(.gz) files")
+    mimic.add_argument("--reports", type=Path,
+                       help="the folder mimic-cxr-reports.zip unpacks into (it holds files/), or that files/ "
+                            "folder (default: ROOT/files)")
+    mimic.add_argument("--out", required=True, help="the data set folder to write")
+    mimic.add_argument("--section", choices=["findings", "impression", "both"], default="findings",
+                       help="the report section a study's report is (default findings); studies without it are "
+                            "left out")
+    mimic.add_argument("--views", default="PA,AP",
+                       help="the ViewPositions kept, the first preferred for a study's image (default PA,AP)")
+    mimic.add_argument("--workers", type=int, help="labelling processes (default: one per core, up to 16)")
+    mimic.add_argument("--chunk-size", type=int, default=500,
+                       help="studies labelled per part file, the unit a killed build resumes from (default 500)")
+    mimic.add_argument("--force", action="store_true", help="rebuild from scratch even if --out holds a set")
+    mimic.set_defaults(run=_data_mimic)
+
+    iu = data_commands.add_parser("iu", help="IU X-Ray in R2Gen's layout (annotation.json, images/), labelled")
+    iu.add_argument("--root", required=True, type=Path, help="R2Gen's iu_xray folder: annotation.json and images/")
+    iu.add_argument("--out", required=True, help="the data set folder to write")
+    iu.add_argument("--workers", type=int, help="labelling processes (default: one per core, up to 16)")
+    iu.add_argument("--chunk-size", type=int, default=500,
+                    help="studies labelled per part file, the unit a killed build resumes from (default 500)")
+    iu.add_argument("--force", action="store_true", help="rebuild from scratch even if --out holds a set")
+    iu.set_defaults(run=_data_iu)
     return parser
 
 

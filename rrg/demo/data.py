@@ -7,8 +7,10 @@ pipeline trainable on a CPU and gives tests a ground truth; it is a demo and a t
 every file it writes says so.
 
 Output folder: `images/<id>.png`, `manifest.jsonl` (`id`, `split`, `report`, `image`, `labels`,
-`triplets`), `gallery.png` (a captioned grid for a person to look at), `demo.json` (what it is,
-where the reports come from, counts) and `README.md`.
+`triplets`, `sections`: the study's indication, comparison, findings and impression from the IU
+sections shipped with rrg, or the report alone as findings for a study they lack), `gallery.png` (a
+captioned grid for a person to look at), `demo.json` (what it is, where the reports come from,
+counts) and `README.md`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ from tqdm import tqdm
 
 from prompts.labeler import RULES_LABELER_NAME, label_report
 from prompts.triplets import extract_triplets
-from rrg.data.datasets import packaged_iu_annotation, read_r2gen_annotation
+from rrg.data.datasets import (
+    iu_study_sections,
+    packaged_iu_annotation,
+    read_iu_sections,
+    read_r2gen_annotation,
+)
 from rrg.data.manifest import MANIFEST, write_manifest
 from rrg.demo.gallery import render_gallery
 from rrg.demo.phantom import render_report_phantom
@@ -97,6 +104,7 @@ def build_demo(config: DemoConfig, progress: bool = True) -> dict:
     annotation_path = packaged_iu_annotation() if packaged else Path(config.annotation)
     pairs = demo_splits(read_r2gen_annotation(annotation_path), packaged, config.val_holdout)
 
+    known_sections = read_iu_sections()
     records = []
     for split, entry in tqdm(pairs, desc="labelling reports", unit="report", disable=not progress):
         triplets = [t.to_dict() for t in extract_triplets(entry["report"])]
@@ -108,6 +116,7 @@ def build_demo(config: DemoConfig, progress: bool = True) -> dict:
                 "image": f"images/{entry['id']}.png",
                 "labels": label_report(entry["report"]),
                 "triplets": triplets,
+                "sections": iu_study_sections(entry["id"], entry["report"], known_sections),
             }
         )
 

@@ -31,7 +31,8 @@ from rrg.model.generator import load_llm, torch_dtype, with_merged_lora
 from rrg.model.prompt import PromptEmbedder
 from rrg.model.prompt_texts import PromptTextEncodings
 from rrg.model.references import ReferenceRetriever
-from rrg.model.vision import FindingHeads, VisionEncoder, open_clip_config
+from rrg.model.towers import load_tower_weights, resolve_tower
+from rrg.model.vision import FindingHeads, VisionEncoder, freeze_tower
 from rrg.model.visual_prompt import VisualPrompt
 
 _EMBED_KEY = "model.embed_tokens.weight"
@@ -46,8 +47,25 @@ def widths_of(encoder: VisionEncoder, llm_hidden: int, text: int | None) -> Mode
 
 
 def vision_encoder(config: ModelConfig) -> VisionEncoder:
-    """A new open_clip encoder of the config's `vision.open_clip_model`."""
-    return VisionEncoder(open_clip_config(config.vision.open_clip_model))
+    """The open_clip encoder of the config's `vision` section, for training: `vision.open_clip_model` with
+    random weights, or the `vision.pretrained` tower with its weights (fetched from a hub if named there:
+    training is the only time a hub is asked); frozen as `vision.freeze` and `unfreeze_last_blocks` say.
+    Its `clip_config` records the resolved tower, which the bundle keeps (`rrg.bundle.save_vision`)."""
+    vision = config.vision
+    tower = resolve_tower(vision)
+    encoder = VisionEncoder(tower.clip_config)
+    if config.training.clip_epochs and not encoder.has_text_tower:
+        raise ValueError(
+            f"training.clip_epochs is {config.training.clip_epochs}, but the tower {vision.pretrained or vision.open_clip_model!r} "
+            "keeps no open_clip text tower (its text tower is a Hugging Face model) for MedFuse-CLIP "
+            "pre-training: set training.clip_epochs to 0"
+        )
+    checkpoint = tower.checkpoint()
+    if checkpoint is not None:
+        load_tower_weights(encoder, checkpoint)
+    if vision.freeze:
+        freeze_tower(encoder, vision.unfreeze_last_blocks)
+    return encoder
 
 
 def finding_heads(vision_embed: int) -> FindingHeads:
@@ -84,7 +102,9 @@ def load_state(module: nn.Module, tensors: dict[str, torch.Tensor], part: str) -
 
 
 def load_vision(bundle: Bundle | Path) -> VisionEncoder:
-    """The vision encoder of a bundle, or of the folder of a bundle being trained (its vision/ part)."""
+    """The vision encoder of a bundle, or of the folder of a bundle being trained (its vision/ part): built
+    from the resolved tower config stored there (no hub, no registry, no pretrained download; a bundle
+    from before pretrained towers normalises as it always did) and loaded with the stored weights."""
     clip_config, tensors = read_vision(bundle.path if isinstance(bundle, Bundle) else Path(bundle))
     encoder = VisionEncoder(clip_config)
     load_state(encoder, tensors, f"{VISION}/model.safetensors")

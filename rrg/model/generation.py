@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedTokenizerFast
+from transformers import LogitsProcessorList, PreTrainedTokenizerFast
 
+from rrg.model.marker_guard import marker_guard
 from rrg.model.prompt import pad_batch
 
 
@@ -63,6 +64,7 @@ def generate_hf(
         "do_sample": sampling,
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
+        "logits_processor": LogitsProcessorList([marker_guard(tokenizer).processor()]),  # no "XXXX" in a draft
     }
     if sampling:
         options.update(temperature=settings.temperature, top_p=settings.top_p)

@@ -61,7 +61,7 @@ class PromptTextEncodings:
         cls, config: ModelConfig, training_reports: Sequence[str], reference_reports: Sequence[str]
     ) -> PromptTextEncodings:
         """Encode the LRPs, clue templates and every reference report's sentences."""
-        encoder = SentenceEncoder.load(config.prompt.text_encoder)
+        encoder = SentenceEncoder.from_config(config.prompt)
         positions = position_prior(training_reports)
         texts = lrp_vocabulary(positions) + _clue_texts(config) + _sentences(reference_reports)
         return cls(config, PromptTextCache.build(encoder, texts), positions)
@@ -88,7 +88,7 @@ class PromptTextEncodings:
         if all(t in self.cache for t in texts):
             return
         if self.cache.encoder is None:  # loaded only when a text is new (an index rebuilt from other reports)
-            self.cache.attach(SentenceEncoder.load(self.config.prompt.text_encoder))
+            self.cache.attach(SentenceEncoder.from_config(self.config.prompt))
         self.cache.add(texts)
 
     def grp(self, references: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,9 +20,10 @@ from tqdm import tqdm
 
 from rrg.bundle import LLM
 from rrg.config import ModelConfig
+from rrg.data.image_cache import CachedImages
 from rrg.data.training_data import StudySet, findings_first, load_split
 from rrg.model import factory
-from rrg.model.vision import FindingHeads, VisionEncoder
+from rrg.model.vision import FindingHeads, VisionEncoder, encode_images
 from rrg.training.checkpoints import Checkpoints, batch_at, config_fingerprint, steps_per_epoch
 
 Log = Callable[[str], None]
@@ -34,6 +35,7 @@ class TrainingRun:
     def __init__(self, data: Path, out: Path, config: ModelConfig, progress: bool = True, log: Log = print):
         self.data, self.out, self.config, self.progress, self.log = Path(data), Path(out), config, progress, log
         self.training = config.training
+        self.loader_workers = config.training.loader_workers
         self.checkpoints = Checkpoints(self.out, config_fingerprint(config.to_dict(), str(self.data.resolve())))
         self._train: StudySet | None = None
         self._val: StudySet | None = None
@@ -43,14 +45,19 @@ class TrainingRun:
     @property
     def train_set(self) -> StudySet:
         if self._train is None:
-            self._train = load_split(self.data, "train", self.config.vision.image_size, self.progress)
+            self._train = load_split(self.data, "train", self.config.vision.image_size, self.progress, self.loader_workers, self.log)
         return self._train
 
     @property
     def val_set(self) -> StudySet:
         if self._val is None:
-            self._val = load_split(self.data, "val", self.config.vision.image_size, self.progress)
+            self._val = load_split(self.data, "val", self.config.vision.image_size, self.progress, self.loader_workers, self.log)
         return self._val
+
+    def encode(self, encoder: VisionEncoder, images: CachedImages) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled embeddings (N, E) and patch tokens (N, P, W) of a split's images, in order."""
+        outputs = [encode_images(encoder, batch) for batch in images.in_order(128, self.loader_workers)]
+        return torch.cat([pooled for pooled, _ in outputs]), torch.cat([tokens for _, tokens in outputs])
 
     def targets(self, study_set: StudySet) -> list[str]:
         """The reports as the generator learns to write them (finding sentences first, by config)."""
@@ -74,17 +81,25 @@ class TrainingRun:
         epochs: int,
         modules: dict[str, nn.Module],
         optimizer: torch.optim.Optimizer,
-        train_step: Callable[[np.ndarray], torch.Tensor],
+        train_step: Callable[..., torch.Tensor],
+        images: CachedImages | None = None,
     ) -> list[float]:
-        """The optimizer loop of a stage: checkpointed, resumable, with a progress bar."""
+        """The optimizer loop of a stage: checkpointed, resumable, with a progress bar.
+
+        train_step(batch) gets the indices of each step's studies (a fixed order per seed and epoch); with
+        `images`, train_step(batch, pixels) gets their images too, read ahead by DataLoader workers.
+        """
         total = epochs * steps_per_epoch(count, batch_size)
         start, extra = self.checkpoints.load_step(stage, modules, optimizer)
         losses: list[float] = extra.get("losses", [])
         if start:
             self.log(f"{stage}: resuming at step {start} of {total}")
-        bar = tqdm(range(start, total), desc=stage, unit="step", initial=start, total=total, disable=not self.progress)
-        for step in bar:
-            loss = train_step(batch_at(step, count, batch_size, self.training.seed))
+        order = [batch_at(step, count, batch_size, self.training.seed) for step in range(start, total)]
+        feed = ((b,) for b in order) if images is None else images.batches(order, self.loader_workers)
+        bar = tqdm(zip(range(start, total), feed), desc=stage, unit="step", initial=start, total=total,
+                   disable=not self.progress)
+        for step, inputs in bar:
+            loss = train_step(*inputs)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

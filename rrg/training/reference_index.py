@@ -18,15 +18,19 @@ import torch
 from tqdm import tqdm
 
 from rrg.bundle import INDEX, PROMPTS, Bundle, replace_part
-from rrg.data.imaging import fit_to_square, load_image
+from rrg.data.deidentified import without_markers
+from rrg.data.image_cache import CachedImages, build_image_cache
+from rrg.data.imaging import decode_side, load_image, to_model_input
 from rrg.data.jsonl import read_jsonl
+from rrg.data.manifest import MANIFEST
 from rrg.model import factory
 from rrg.model.references import ReferenceRetriever
 
 
 def read_reference_studies(path: Path, split: str | None = None) -> list[dict]:
-    """The {"id", "report", "image"} records of a JSON Lines file, of one split if asked."""
-    records = list(read_jsonl(path, required=("id", "report", "image")))
+    """The {"id", "report", "image"} records of a JSON Lines file, of one split if asked (each with its
+    `row` in the file)."""
+    records = [{**r, "row": row} for row, r in enumerate(read_jsonl(path, required=("id", "report", "image")))]
     if split is not None:
         records = [r for r in records if r.get("split") == split]
     if not records:
@@ -38,23 +42,43 @@ def read_reference_studies(path: Path, split: str | None = None) -> list[dict]:
 
 
 @torch.no_grad()
-def embed_studies(bundle: Bundle, records: list[dict], folder: Path, progress: bool = True, batch: int = 64):
-    """(pooled (N, E), entity logits (N, 75)) of the studies' images, by the bundle's encoder and heads."""
+def embed_studies(bundle: Bundle, records: list[dict], folder: Path, progress: bool = True, batch: int = 64, manifest: bool = False):
+    """(pooled (N, E), entity logits (N, 75)) of the studies' images, by the bundle's encoder and heads.
+
+    manifest: the records are a data set's `manifest.jsonl`, whose images come from its image cache
+    (`rrg.data.image_cache`, built if missing); those of any other reference file are decoded here, the
+    same way.
+    """
     encoder = factory.load_vision(bundle)
     heads = factory.load_heads(bundle)
     size = bundle.config.vision.image_size
+    cached = _cached_images(folder, records, size, progress) if manifest else None
     pooled, entity_logits = [], []
     for start in tqdm(range(0, len(records), batch), desc="embedding references", unit="batch", disable=not progress):
-        images = []
-        for record in records[start : start + batch]:
-            try:
-                images.append(fit_to_square(load_image(folder / record["image"]).pixels, size))
-            except (OSError, ValueError) as error:
-                raise ValueError(f"study {record['id']}: cannot read image {record['image']}: {error}") from error
-        seen = encoder(torch.from_numpy(np.stack(images))[:, None])
+        if cached is not None:
+            pixels = cached[start : start + batch]
+        else:
+            pixels = torch.from_numpy(np.stack([_model_input(folder, r, size) for r in records[start : start + batch]]))[:, None]
+        seen = encoder(pixels)
         pooled.append(seen.pooled)
         entity_logits.append(heads(seen.pooled)[1])
     return torch.cat(pooled), torch.cat(entity_logits)
+
+
+def _model_input(folder: Path, record: dict, size: int) -> np.ndarray:
+    try:
+        return to_model_input(load_image(folder / record["image"], longest_side=decode_side(size)), size)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"study {record['id']}: cannot read image {record['image']}: {error}") from error
+
+
+def _cached_images(folder: Path, records: list[dict], size: int, progress: bool) -> CachedImages:
+    cache = build_image_cache(folder, size, progress=progress, log=lambda message: None)
+    skipped = CachedImages.skipped(cache)
+    for record in records:
+        if record["row"] in skipped:
+            raise ValueError(f"study {record['id']}: cannot read image {record['image']}: {skipped[record['row']]}")
+    return CachedImages(cache, [r["row"] for r in records])
 
 
 def build_bundle_index(
@@ -64,8 +88,8 @@ def build_bundle_index(
     """Write the bundle's index over the studies of `reports` (or add them to it); the row count."""
     bundle = Bundle.open(bundle_path)
     records = read_reference_studies(reports, split)
-    pooled, entity_logits = embed_studies(bundle, records, reports.parent, progress)
-    ids, texts = [r["id"] for r in records], [r["report"] for r in records]
+    pooled, entity_logits = embed_studies(bundle, records, reports.parent, progress, manifest=reports.name == MANIFEST)
+    ids, texts = [r["id"] for r in records], [without_markers(r["report"]) for r in records]
     retriever = factory.load_retriever(bundle)
     if add:
         retriever.index.add(retriever.embed(pooled, entity_logits), ids, texts)

@@ -7,6 +7,7 @@ the modules were built with: a bundle with one is complete.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -15,8 +16,8 @@ from pathlib import Path
 import torch
 
 from rrg.bundle import CONFIG, write_config
-from rrg.config import ModelConfig
-from rrg.data.manifest import labeler_of
+from rrg.config import MACHINE_DRAFT_NOTICE, PHANTOM_NOTICE, ModelConfig
+from rrg.data.manifest import is_phantom, labeler_of
 from rrg.training.loop import Log, TrainingRun
 from rrg.training.stages import STAGES
 
@@ -46,9 +47,18 @@ def run_stages(ctx: TrainingRun) -> dict:
         "labeler": labeler_of(ctx.data),
         "versions": _versions(),
     }
-    write_config(ctx.out, ctx.config, widths, **facts)
+    write_config(ctx.out, as_trained(ctx.config, ctx.data), widths, **facts)
     ctx.checkpoints.remove()
     return facts
+
+
+def as_trained(config: ModelConfig, data: Path) -> ModelConfig:
+    """The config as the bundle records it: a demo (with the phantom notice on every draft) exactly when
+    its data set's images are phantoms, whatever the config was named; so a small config trained on
+    MIMIC-CXR never claims phantoms, and a large one trained on the phantom set always says it."""
+    if is_phantom(data):
+        return dataclasses.replace(config, demo=True, notice=PHANTOM_NOTICE)
+    return dataclasses.replace(config, demo=False, notice=config.notice if not config.demo else MACHINE_DRAFT_NOTICE)
 
 
 def _versions() -> dict[str, str]:

@@ -19,8 +19,9 @@ from collections.abc import AsyncIterator
 import torch
 
 from rrg.bundle import Bundle
-from rrg.model.factory import write_merged_llm
+from rrg.model.factory import load_tokenizer, write_merged_llm
 from rrg.model.generation import Generation, SamplingSettings
+from rrg.model.marker_guard import marker_guard
 from serving.engines.base import Delta, EngineError, engine_info
 
 LORA_MODES = ("auto", "adapter", "merged")
@@ -51,6 +52,7 @@ class VllmEngine:
         self._engine = None
         self._lora = None  # the LoRARequest every request carries, in "adapter" mode
         self._merged = None  # the folder of the merged weights, in "merged" mode
+        self._bad_words: list[str] = []  # what spells a de-identification marker (rrg.model.marker_guard)
 
     def _engine_args(self, model: str | None = None):
         """vLLM's arguments; model: the folder of the merged weights in "merged" mode."""
@@ -90,6 +92,7 @@ class VllmEngine:
             model = str(await asyncio.to_thread(write_merged_llm, self.bundle, self._merged.name))
         else:
             self._lora = LoRARequest(self.info.lora_name, 1, str(self.bundle.lora_path))
+        self._bad_words = marker_guard(load_tokenizer(self.bundle)).bad_words()
         self._engine = AsyncLLM.from_engine_args(self._engine_args(model))
 
     def _outputs(self, prompt_embeds: torch.Tensor, settings: SamplingSettings, n: int, request_id: str):
@@ -106,6 +109,7 @@ class VllmEngine:
             top_p=settings.top_p,
             seed=settings.seed,
             stop=list(settings.stop) or None,
+            bad_words=self._bad_words,
         )
         prompt = {"prompt_embeds": prompt_embeds.detach().cpu()}
         return self._engine.generate(prompt, params, request_id, lora_request=self._lora)

@@ -1,15 +1,22 @@
-"""The `rrg` command line: label and triplet commands over JSON Lines, with clear errors."""
+"""The `rrg` command line: label and triplet commands over JSON Lines, the data set builders, with clear
+errors."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from prompts.vocabulary import CHEXBERT_LABELS, MEDKLIP_ENTITIES, MEDKLIP_POSITIONS
 from rrg.cli import main
+from rrg.data.datasets import packaged_iu_annotation, read_r2gen_annotation
+from rrg.data.manifest import labeler_of, read_manifest
+from tests.rrg.data.fake_mimic import write_fake_mimic
 
 REPORTS = [
     {"id": "s1", "report": "Small left pleural effusion. No pneumothorax."},
@@ -87,3 +94,56 @@ def test_console_script_streams_stdin_to_stdout():
         check=True,
     )
     assert json.loads(result.stdout)["labels"]["Pleural Effusion"] == "positive"
+
+
+def test_rrg_data_mimic_writes_a_readable_manifest_and_keeps_a_finished_set(tmp_path, capsys):
+    jpg_root, reports_root = write_fake_mimic(tmp_path / "mimic", {"train": 6, "validate": 2, "test": 2})
+    out = tmp_path / "set"
+    args = ["data", "mimic", "--root", str(jpg_root), "--reports", str(reports_root), "--out", str(out),
+            "--workers", "1"]
+    assert main(args) == 0
+    messages = capsys.readouterr().err
+    assert "MIMIC-CXR: kept 10 studies (train 6, val 2, test 2), 10 images; labels by mimic-chexpert" in messages
+    assert len(read_manifest(out)) == 10 and labeler_of(out) == "mimic-chexpert"
+    written = (out / "manifest.jsonl").stat().st_mtime_ns
+    assert main(args) == 0
+    assert "already built" in capsys.readouterr().err
+    assert (out / "manifest.jsonl").stat().st_mtime_ns == written
+    assert main(["-q", *args, "--force", "--section", "impression", "--views", "AP,PA"]) == 0
+    assert all(r["report"] == r["sections"]["impression"] for r in read_manifest(out))
+    assert json.loads((out / "dataset.json").read_text())["views"] == ["AP", "PA"]
+
+
+def test_rrg_data_mimic_names_a_wrong_root_in_one_line_and_exits_2(tmp_path, capsys):
+    assert main(["-q", "data", "mimic", "--root", str(tmp_path), "--out", str(tmp_path / "set")]) == 2
+    error = capsys.readouterr().err
+    assert error == (f"rrg data: error: no mimic-cxr-2.0.0-split.csv(.gz) in {tmp_path}: --root must be the "
+                     "MIMIC-CXR-JPG folder (it holds files/ and the CSVs)\n")
+    with pytest.raises(SystemExit):  # argparse refuses a section it does not know
+        main(["data", "mimic", "--root", str(tmp_path), "--out", str(tmp_path / "set"), "--section", "history"])
+
+
+def test_rrg_data_iu_console_script_builds_a_set_and_names_a_wrong_root(tmp_path):
+    rrg = str(Path(sys.executable).with_name("rrg"))
+    root = tmp_path / "iu_xray"
+    entries = read_r2gen_annotation(packaged_iu_annotation())["train"][:3]
+    (root / "images").mkdir(parents=True)
+    (root / "annotation.json").write_text(json.dumps({"train": entries[:2], "test": entries[2:]}))
+    for entry in entries:
+        for image in entry["image_path"]:
+            (root / "images" / image).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("L", (16, 16), 90).save(root / "images" / image)
+    built = subprocess.run([rrg, "data", "iu", "--root", str(root), "--out", str(tmp_path / "set")],
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert built.returncode == 0, built.stderr
+    assert "IU X-Ray: kept 3 studies (train 2, test 1)" in built.stderr
+    records = read_manifest(tmp_path / "set")
+    assert [r["split"] for r in records] == ["train", "train", "test"]
+    assert all(r["sections"]["findings"] == r["report"] for r in records)
+    wrong = subprocess.run([rrg, "data", "iu", "--root", str(tmp_path), "--out", str(tmp_path / "other")],
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip().splitlines()[-1] == (
+        f"rrg data: error: no annotation.json in {tmp_path}: --root must be the R2Gen iu_xray folder (it holds "
+        "annotation.json and images/)"
+    )

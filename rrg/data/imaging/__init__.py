@@ -17,9 +17,10 @@ from rrg.data.imaging.errors import (
     UnsupportedPhotometricError,
 )
 from rrg.data.imaging.limits import ImageLimits
-from rrg.data.imaging.model_input import fit_to_square, to_model_input
+from rrg.data.imaging.model_input import VIEW_SIDE, decode_side, fit_to_square, to_8_bits, to_model_input
 
 __all__ = [
+    "VIEW_SIDE",
     "DecodedImage",
     "DicomNoPixelDataError",
     "EmptyImageError",
@@ -32,8 +33,10 @@ __all__ = [
     "UnsupportedDicomError",
     "UnsupportedPhotometricError",
     "decode_image",
+    "decode_side",
     "fit_to_square",
     "load_image",
     "sniff_format",
+    "to_8_bits",
     "to_model_input",
 ]

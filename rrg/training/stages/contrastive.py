@@ -26,19 +26,19 @@ def run(ctx: TrainingRun) -> dict:
     loss = MedFuseLoss()
     tokens = report_tokens(data.reports, encoder)
     modules = {"encoder": encoder, "loss": loss}
-    params = [p for m in modules.values() for p in m.parameters()]
+    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]  # vision.freeze
     optimizer = torch.optim.AdamW(params, lr=ctx.training.clip_lr, weight_decay=0.01)
     encoder.train()
     terms: list[tuple[float, float]] = []
 
-    def train_step(batch: np.ndarray) -> torch.Tensor:
-        out = contrastive_loss(encoder, loss, jitter(data.images[batch]), tokens[batch], data.label_status[batch])
+    def train_step(batch: np.ndarray, images: torch.Tensor) -> torch.Tensor:
+        out = contrastive_loss(encoder, loss, jitter(images), tokens[batch], data.label_status[batch])
         terms.append((float(out.info_nce.detach()), float(out.margin.detach())))
         return out.total
 
     losses = ctx.steps(
         "contrastive", len(data), ctx.training.vision_batch, ctx.training.clip_epochs, modules, optimizer,
-        train_step,
+        train_step, images=data.images,
     )
     encoder.eval()
     torch.save(encoder.state_dict(), ctx.checkpoints.folder / "towers.pt")

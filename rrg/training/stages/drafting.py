@@ -31,7 +31,6 @@ from rrg.model.prompt import PromptEmbedder, pad_batch
 from rrg.model.prompt_texts import PromptTextEncodings, present_entities
 from rrg.model.references import ReferenceRetriever
 from rrg.model.suggested_findings import finding_names, suggest
-from rrg.model.vision import encode_images
 from rrg.training.loop import TrainingRun
 from rrg.training.losses import VisualPromptLosses, loss_tail
 
@@ -87,7 +86,7 @@ def run(ctx: TrainingRun) -> dict:
 
     def seen(study_set: StudySet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
         """Patch tokens, label and entity logits, and index-space vectors of a split."""
-        pooled, tokens = encode_images(encoder, study_set.images)
+        pooled, tokens = ctx.encode(encoder, study_set.images)
         with torch.no_grad():
             label_logits, entity_logits = heads(pooled)
         return tokens, label_logits, entity_logits, retriever.embed(pooled, entity_logits)

@@ -12,7 +12,6 @@ from retrieval.metrics import mean_top1_hamming
 from rrg.bundle import INDEX, replace_part
 from rrg.model import factory
 from rrg.model.references import ReferenceRetriever
-from rrg.model.vision import encode_images
 from rrg.training.loop import TrainingRun
 from rrg.training.losses import loss_tail, ranking_loss
 
@@ -23,7 +22,7 @@ SEED_OFFSET = 2
 def run(ctx: TrainingRun) -> dict:
     encoder, heads = ctx.trained_vision()
     data = ctx.train_set
-    pooled, _ = encode_images(encoder, data.images)
+    pooled, _ = ctx.encode(encoder, data.images)
     with torch.no_grad():
         entity_logits = heads(pooled)[1]
     summary, enhancer = {}, None
@@ -33,7 +32,7 @@ def run(ctx: TrainingRun) -> dict:
     retriever = ReferenceRetriever.build(pooled, entity_logits, data.ids, data.reports, enhancer)
     replace_part(ctx.out / INDEX, retriever.index.save)
     # How close in labels the top reference of each validation study is (REVTAF eq. 6).
-    val_pooled, _ = encode_images(encoder, ctx.val_set.images)
+    val_pooled, _ = ctx.encode(encoder, ctx.val_set.images)
     with torch.no_grad():
         val_entity_logits = heads(val_pooled)[1]
     top = [found[0].id for found in retriever.search(val_pooled, val_entity_logits, 1)]

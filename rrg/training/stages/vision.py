@@ -11,7 +11,7 @@ from rrg.bundle import save_vision
 from rrg.data.training_data import StudySet
 from rrg.model import factory
 from rrg.model.suggested_findings import NEVER, example_f1, suggest, tune_thresholds, with_no_finding
-from rrg.model.vision import FindingHeads, VisionEncoder, encode_images
+from rrg.model.vision import FindingHeads, VisionEncoder
 from rrg.training.loop import TrainingRun, jitter
 from rrg.training.losses import FindingLoss, loss_tail
 
@@ -27,22 +27,23 @@ def run(ctx: TrainingRun) -> dict:
     heads = factory.finding_heads(encoder.embed_dim)
     criterion = FindingLoss()
     modules = {"encoder": encoder, "heads": heads}
-    params = [p for m in modules.values() for p in m.parameters()]
+    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]  # vision.freeze
     optimizer = torch.optim.AdamW(params, lr=ctx.training.vision_lr, weight_decay=0.05)
     encoder.train()
 
-    def train_step(batch: np.ndarray) -> torch.Tensor:
-        seen = encoder(jitter(data.images[batch]))
+    def train_step(batch: np.ndarray, images: torch.Tensor) -> torch.Tensor:
+        seen = encoder(jitter(images))
         label_logits, entity_logits = heads(seen.pooled)
         return criterion(label_logits, entity_logits, data.label_targets[batch], data.entity_targets[batch])
 
     losses = ctx.steps(
-        "vision", len(data), ctx.training.vision_batch, ctx.training.vision_epochs, modules, optimizer, train_step
+        "vision", len(data), ctx.training.vision_batch, ctx.training.vision_epochs, modules, optimizer, train_step,
+        images=data.images,
     )
     encoder.eval()
     heads.eval()
     save_vision(ctx.out, encoder.clip_config, encoder)
-    val_probabilities = _probabilities(encoder, heads, ctx.val_set)
+    val_probabilities = _probabilities(ctx, encoder, heads, ctx.val_set)
     val_positives = ctx.val_set.label_targets.numpy() > 0
     thresholds = tune_thresholds(val_probabilities, val_positives)
     heads.thresholds.copy_(torch.from_numpy(thresholds))
@@ -58,9 +59,9 @@ def run(ctx: TrainingRun) -> dict:
 
 
 @torch.no_grad()
-def _probabilities(encoder: VisionEncoder, heads: FindingHeads, study_set: StudySet) -> np.ndarray:
+def _probabilities(ctx: TrainingRun, encoder: VisionEncoder, heads: FindingHeads, study_set: StudySet) -> np.ndarray:
     """(N, 14) the heads' label probabilities for a split."""
-    pooled, _ = encode_images(encoder, study_set.images)
+    pooled, _ = ctx.encode(encoder, study_set.images)
     return torch.sigmoid(heads(pooled)[0]).numpy()
 
 

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-import csv
 import gzip
 import json
 
 import pytest
 from PIL import Image
 
+from prompts.vocabulary import CHEXBERT_LABELS
 from rrg.data.datasets import (
     DatasetError,
+    iu_study_sections,
     iu_xray_studies,
     mimic_cxr_studies,
+    mimic_reports_root,
     packaged_iu_annotation,
+    read_iu_sections,
+    read_mimic_labels,
     read_r2gen_annotation,
+    report_section,
     report_sections,
 )
-from rrg.demo.data import demo_splits
+from rrg.data.manifest import labeler_of, read_manifest
+from rrg.demo.data import DemoConfig, build_demo, demo_splits
+from tests.rrg.data.fake_mimic import LABEL_COLUMNS, FakeStudy, write_mimic_tree
 
 
 def _write_png(path):
@@ -57,36 +64,80 @@ def test_user_annotation_keeps_its_own_splits():
     ]
 
 
+def _r2gen_folder(root, annotation, write_images=True):
+    (root / "annotation.json").write_text(json.dumps(annotation))
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    if write_images:
+        for entries in annotation.values():
+            for entry in entries:
+                for image in entry["image_path"]:
+                    _write_png(root / "images" / image)
+    return root
+
+
 def test_iu_xray_loader_reads_r2gen_folder(tmp_path):
     annotation = {
         "train": [
             {
-                "id": "CXR1_IM-1",
+                "id": "CXR2384_IM-0942",
                 "report": "Normal chest.",
-                "image_path": ["CXR1_IM-1/0.png", "CXR1_IM-1/1.png"],
+                "image_path": ["CXR2384_IM-0942/0.png", "CXR2384_IM-0942/1.png"],
             }
         ],
         "val": [{"id": "CXR2_IM-2", "report": "Small left effusion.", "image_path": ["CXR2_IM-2/0.png"]}],
     }
-    (tmp_path / "annotation.json").write_text(json.dumps(annotation))
-    for entries in annotation.values():
-        for entry in entries:
-            for image in entry["image_path"]:
-                _write_png(tmp_path / "images" / image)
-    studies = iu_xray_studies(tmp_path)
+    studies = iu_xray_studies(_r2gen_folder(tmp_path, annotation))
     assert [(s.id, s.split, len(s.image_paths)) for s in studies] == [
-        ("CXR1_IM-1", "train", 2),
+        ("CXR2384_IM-0942", "train", 2),
         ("CXR2_IM-2", "val", 1),
     ]
-    assert all(p.is_file() for s in studies for p in s.image_paths)
+    assert all(p.is_absolute() and p.is_file() for s in studies for p in s.image_paths)
+    # A study the shipped sections know gets its other sections from them; another keeps only its report.
+    assert studies[0].sections["indication"] == "Breast cancer."
+    assert studies[1].sections == {"indication": "", "comparison": "", "findings": "Small left effusion.",
+                                   "impression": ""}
 
 
-def test_iu_xray_loader_names_missing_images(tmp_path):
+def test_iu_xray_loader_lists_images_as_the_annotation_does_even_when_absent(tmp_path):
     annotation = {"train": [{"id": "CXR1", "report": "Normal.", "image_path": ["CXR1/0.png"]}]}
-    (tmp_path / "annotation.json").write_text(json.dumps(annotation))
-    with pytest.raises(DatasetError, match="CXR1/0.png"):
-        iu_xray_studies(tmp_path)
+    (study,) = iu_xray_studies(_r2gen_folder(tmp_path, annotation, write_images=False))
+    assert study.image_paths == (tmp_path.absolute() / "images" / "CXR1" / "0.png",)
 
+
+def test_iu_xray_loader_says_what_folder_it_needs(tmp_path):
+    with pytest.raises(DatasetError, match=r"no annotation.json in .*--root must be the R2Gen iu_xray folder"):
+        iu_xray_studies(tmp_path)
+    (tmp_path / "annotation.json").write_text('{"train": []}')
+    with pytest.raises(DatasetError, match="no images/ folder in"):
+        iu_xray_studies(tmp_path)
+    with pytest.raises(DatasetError, match="no folder"):
+        iu_xray_studies(tmp_path / "nowhere")
+
+
+def test_packaged_iu_sections_hold_every_packaged_study_and_its_findings_as_reported():
+    sections = read_iu_sections()
+    annotation = read_r2gen_annotation(packaged_iu_annotation())
+    entries = [entry for split in annotation.values() for entry in split]
+    assert len(sections) == len(entries) == 2365
+    assert all(sections[e["id"]]["findings"] == e["report"] for e in entries)
+    assert all(set(s) == {"indication", "comparison", "findings", "impression"} for s in sections.values())
+    assert sum(bool(s["impression"]) for s in sections.values()) == 2359
+    assert packaged_iu_annotation().with_name("README.md").read_text().count("sections.jsonl") >= 1
+
+
+def test_iu_study_sections_take_the_report_as_findings_for_an_unknown_study():
+    known = {"a": {"indication": "Cough.", "comparison": "", "findings": "Clear.", "impression": "Normal."}}
+    assert iu_study_sections("a", "Clear.", known)["indication"] == "Cough."
+    assert iu_study_sections("b", "Clear lungs.", known) == {
+        "indication": "", "comparison": "", "findings": "Clear lungs.", "impression": ""
+    }
+
+
+def test_iu_sections_file_errors_name_the_line(tmp_path):
+    path = tmp_path / "sections.jsonl"
+    path.write_text('{"id": "a", "findings": "x"}\n{broken\n')
+    with pytest.raises(DatasetError, match=r"sections.jsonl:2: not valid JSON"):
+        read_iu_sections(path)
 
 @pytest.mark.parametrize(
     ("content", "message"),
@@ -104,17 +155,14 @@ def test_bad_annotation_files_say_what_is_wrong(tmp_path, content, message):
         read_r2gen_annotation(path)
 
 
-def _write_csv_gz(path, rows):
-    with gzip.open(path, "wt", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 MIMIC_REPORT = """                                 FINAL REPORT
  EXAMINATION:  CHEST (PA AND LAT)
 
  INDICATION:  ___ with cough
+
+ TECHNIQUE:  Chest PA and lateral
+
+ COMPARISON:  ___
 
  FINDINGS:
  
@@ -126,43 +174,148 @@ MIMIC_REPORT = """                                 FINAL REPORT
 """
 
 
-def test_mimic_cxr_jpg_loader_joins_split_metadata_and_reports(tmp_path):
-    _write_csv_gz(
-        tmp_path / "mimic-cxr-2.0.0-split.csv.gz",
-        [
-            {"dicom_id": "d1", "study_id": "50000001", "subject_id": "10000032", "split": "train"},
-            {"dicom_id": "d2", "study_id": "50000001", "subject_id": "10000032", "split": "train"},
-            {"dicom_id": "d3", "study_id": "50000002", "subject_id": "10000033", "split": "validate"},
-        ],
-    )
-    _write_csv_gz(
-        tmp_path / "mimic-cxr-2.0.0-metadata.csv.gz",
-        [
-            {"dicom_id": "d1", "ViewPosition": "PA"},
-            {"dicom_id": "d2", "ViewPosition": "LATERAL"},
-            {"dicom_id": "d3", "ViewPosition": "AP"},
-        ],
-    )
-    for subject, study in [("10000032", "50000001"), ("10000033", "50000002")]:
-        folder = tmp_path / "files" / f"p{subject[:2]}" / f"p{subject}"
-        folder.mkdir(parents=True)
-        (folder / f"s{study}.txt").write_text(MIMIC_REPORT)
-    studies = {s.id: s for s in mimic_cxr_studies(tmp_path)}
-    assert set(studies) == {"s50000001", "s50000002"}
-    first = studies["s50000001"]
-    assert first.split == "train" and first.patient_id == "p10000032"
-    assert [p.name for p in first.image_paths] == ["d1.jpg"]  # the lateral view is left out
-    assert first.report == "Small left pleural effusion. No pneumothorax."
-    assert studies["s50000002"].split == "val"
-    assert mimic_cxr_studies(tmp_path, section="impression")[0].report == "Small left effusion."
+def test_report_sections_cut_a_mimic_report_into_four_sections():
+    assert report_sections(MIMIC_REPORT) == {
+        "indication": "___ with cough",
+        "comparison": "___",
+        "findings": "Small left pleural effusion. No pneumothorax.",
+        "impression": "Small left effusion.",
+    }
+
+
+@pytest.mark.parametrize(
+    ("heading", "section"),
+    [
+        ("HISTORY", "indication"),
+        ("CLINICAL HISTORY", "indication"),
+        ("REASON FOR EXAMINATION", "indication"),
+        ("CLINICAL INFORMATION", "indication"),
+        ("COMPARISONS", "comparison"),
+        ("COMPARISON EXAM", "comparison"),
+        ("FINDING", "findings"),
+        ("PA AND LATERAL VIEWS OF THE CHEST", "findings"),
+        ("IMPRESSON", "impression"),
+        ("CONCLUSION", "impression"),
+    ],
+)
+def test_report_sections_map_the_headings_radiologists_write(heading, section):
+    sections = report_sections(f"                FINAL REPORT\n {heading}:  Some words here.\n")
+    assert sections[section] == "Some words here."
+    assert sum(bool(text) for text in sections.values()) == 1
+
+
+def test_findings_and_impression_heading_is_both_and_both_takes_it_once():
+    sections = report_sections(" INDICATION:  Fever.\n \n FINDINGS AND IMPRESSION:\n Lungs are clear.\n")
+    assert sections["findings"] == sections["impression"] == "Lungs are clear."
+    assert report_section(sections, "both") == "Lungs are clear."
+    separate = report_sections(MIMIC_REPORT)
+    assert report_section(separate, "both") == "Small left pleural effusion. No pneumothorax. Small left effusion."
+    assert report_section(separate, "impression") == "Small left effusion."
+
+
+def test_headings_rrg_does_not_keep_end_the_section_before_them():
+    text = (" CHEST, PA LATERAL:\n \n INDICATION:  Chest pain.\n \n FINDINGS:\n Heart normal.\n \n"
+            " NOTIFICATION:  The findings were discussed with Dr. ___ at 10:00.\n")
+    sections = report_sections(text)
+    # the empty title heading is no section; NOTIFICATION (not kept) stops the findings
+    assert sections == {"indication": "Chest pain.", "comparison": "", "findings": "Heart normal.", "impression": ""}
+
+
+def test_a_section_written_twice_is_joined_and_history_is_indication():
+    text = " HISTORY:  Cough.\n INDICATION:  Eval for pneumonia.\n FINDINGS:  Clear.\n"
+    assert report_sections(text)["indication"] == "Cough. Eval for pneumonia."
+
+
+def test_a_report_without_headings_has_no_sections():
+    assert report_sections("Lungs are clear. No effusion.") == {
+        "indication": "", "comparison": "", "findings": "", "impression": ""
+    }
+    with pytest.raises(DatasetError, match="findings, impression or both"):
+        report_section(report_sections(""), "summary")
+
+
+def test_mimic_cxr_studies_join_the_split_and_metadata_csvs(tmp_path):
+    studies = [
+        FakeStudy("10000032", "50000001", "train", views=("PA", "LATERAL")),
+        FakeStudy("11000033", "50000002", "validate", views=("AP",), write_images=False),
+    ]
+    jpg_root, _ = write_mimic_tree(tmp_path, studies)
+    first, second = mimic_cxr_studies(jpg_root)
+    assert (first.id, first.patient_id, first.split) == ("s50000001", "p10000032", "train")
+    assert [image.view for image in first.images] == ["PA", "LATERAL"]
+    assert first.images[0].path.parent == jpg_root / "files" / "p10" / "p10000032" / "s50000001"
+    assert first.images[0].path.is_file()
+    # listed whether or not the file is there; "validate" is val
+    assert second.split == "val" and not second.images[0].path.is_file()
 
 
 def test_mimic_loader_names_the_missing_csv(tmp_path):
-    with pytest.raises(DatasetError, match="mimic-cxr-2.0.0-metadata.csv"):
+    message = r"no mimic-cxr-2.0.0-split.csv\(.gz\) in .*: --root must be the MIMIC-CXR-JPG folder"
+    with pytest.raises(DatasetError, match=message):
         mimic_cxr_studies(tmp_path)
+    jpg_root, _ = write_mimic_tree(tmp_path, [FakeStudy("10000032", "50000001", "train")], gzipped=False)
+    (jpg_root / "mimic-cxr-2.0.0-metadata.csv").unlink()
+    with pytest.raises(DatasetError, match=r"no mimic-cxr-2.0.0-metadata.csv\(.gz\)"):
+        mimic_cxr_studies(jpg_root)
 
 
-def test_report_sections_cuts_at_upper_case_headings():
-    sections = report_sections(MIMIC_REPORT)
-    assert sections["FINDINGS"].startswith("Small left pleural effusion")
-    assert sections["IMPRESSION"] == "Small left effusion."
+def test_mimic_loader_names_a_missing_column(tmp_path):
+    jpg_root, _ = write_mimic_tree(tmp_path, [FakeStudy("10000032", "50000001", "train")])
+    with gzip.open(jpg_root / "mimic-cxr-2.0.0-split.csv.gz", "wt") as handle:
+        handle.write("dicom_id,study_id,split\nd1,50000001,train\n")
+    with pytest.raises(DatasetError, match="no column.*subject_id"):
+        mimic_cxr_studies(jpg_root)
+
+
+def test_mimic_reports_root_is_the_unpacked_folder_or_its_files(tmp_path):
+    jpg_root, reports_root = write_mimic_tree(tmp_path, [FakeStudy("10000032", "50000001", "train")])
+    assert mimic_reports_root(jpg_root, reports_root) == reports_root / "files"
+    assert mimic_reports_root(jpg_root, reports_root / "files") == reports_root / "files"
+    with pytest.raises(DatasetError, match=r"no MIMIC-CXR reports \(pXX/pSUBJECT/sSTUDY.txt\) in .* --reports must be the folder"):
+        mimic_reports_root(jpg_root, tmp_path)
+    with pytest.raises(DatasetError, match="no reports folder"):
+        mimic_reports_root(jpg_root, tmp_path / "nowhere")
+
+
+def test_mimic_labels_are_read_by_column_name(tmp_path):
+    study = FakeStudy("10000032", "50000001", "train", finding="left effusion")
+    jpg_root, _ = write_mimic_tree(tmp_path, [study])
+    labels = read_mimic_labels(jpg_root)
+    assert labels.labeler == "mimic-chexpert" and labels.path.name == "mimic-cxr-2.0.0-chexpert.csv.gz"
+    status = labels.by_study["50000001"]
+    assert list(status) == list(CHEXBERT_LABELS)
+    assert (status["Pleural Effusion"], status["Atelectasis"], status["Pneumothorax"]) == (
+        "positive", "positive", "negative")
+    assert status["Cardiomegaly"] == "blank"
+
+
+def test_mimic_negbio_labels_are_used_when_there_are_no_chexpert_labels(tmp_path):
+    jpg_root, _ = write_mimic_tree(tmp_path, [FakeStudy("10000032", "50000001", "train")], label_file="negbio")
+    assert read_mimic_labels(jpg_root).labeler == "mimic-negbio"
+    other, _ = write_mimic_tree(tmp_path / "none", [FakeStudy("10000032", "50000001", "train")], label_file=None)
+    assert read_mimic_labels(other) is None
+
+
+def test_a_bad_label_value_names_the_file_and_line(tmp_path):
+    jpg_root, _ = write_mimic_tree(tmp_path, [FakeStudy("10000032", "50000001", "train")], gzipped=False)
+    path = jpg_root / "mimic-cxr-2.0.0-chexpert.csv"
+    values = ["2.0" if column == "Edema" else "" for column in LABEL_COLUMNS]
+    path.write_text(path.read_text() + ",".join(["10000033", "50000002", *values]) + "\n")
+    with pytest.raises(DatasetError, match=r"chexpert.csv:3: label value '2.0'"):
+        read_mimic_labels(jpg_root)
+
+
+def test_demo_records_carry_the_iu_sections_by_id(tmp_path):
+    shipped = read_r2gen_annotation(packaged_iu_annotation())["train"][:2]
+    unknown = {"id": "CXR9999_IM-9999", "report": "Small right pleural effusion.", "image_path": []}
+    (tmp_path / "annotation.json").write_text(json.dumps({"train": shipped, "test": [unknown]}))
+    build_demo(DemoConfig(out=tmp_path / "demo", annotation=tmp_path / "annotation.json", image_size=32, workers=1),
+               progress=False)
+    records = {r["id"]: r for r in read_manifest(tmp_path / "demo")}
+    known = read_iu_sections()
+    assert records[shipped[0]["id"]]["sections"] == known[shipped[0]["id"]]
+    assert records[shipped[0]["id"]]["sections"]["indication"] == "Breast cancer."
+    assert records["CXR9999_IM-9999"]["sections"] == {
+        "indication": "", "comparison": "", "findings": "Small right pleural effusion.", "impression": ""
+    }
+    assert labeler_of(tmp_path / "demo") == "rules"  # from demo.json, when there is no dataset.json

@@ -15,7 +15,7 @@ from retrieval.lre import RetrievalEnhancer
 from rrg.bundle import Bundle, BundleError
 from rrg.cli import main
 from rrg.config import load_model_config
-from rrg.data.imaging import fit_to_square, load_image
+from rrg.data.imaging import load_image, to_model_input
 from rrg.data.manifest import read_manifest
 from rrg.drafting import Drafter
 from rrg.model import factory
@@ -45,7 +45,7 @@ def test_draft_references_are_the_lre_neighbours_in_the_ball(micro_hyperbolic_bu
     encoder, heads = drafter.encoder, drafter.heads
     train_ids = [r["id"] for r in read_manifest(micro_data) if r["split"] == "train"]  # the index's rows
     with torch.no_grad():
-        batch = torch.from_numpy(np.stack([fit_to_square(i, bundle.config.vision.image_size) for i in images]))
+        batch = torch.from_numpy(np.stack([to_model_input(i, bundle.config.vision.image_size) for i in images]))
         points = drafter.retriever.enhancer(heads(encoder(batch[:, None]).pooled)[1]).double()
     index = drafter.retriever.index
     every_row = np.arange(len(index))

@@ -6,7 +6,9 @@ pleural effusion and as many normal ones. Each effusion report is rendered as ma
 ids with a variant suffix: other anatomy, exposure and effusion size), so that the vision encoder
 and the drafting adapter learn what an effusion looks like rather than which patient said it; and
 a report that states the effusion in its first sentence means the draft must commit to it from its
-first words, which a language model this small can learn in a minute.
+first words, which a language model this small can learn in a minute. The drafting stage runs 8
+epochs: with 4, once training images became 8-bit (the image cache), the adapter wrote the report of a
+finding suggested beside the effusion (cardiomegaly) for one of the two studies and stopped.
 """
 
 from __future__ import annotations
