@@ -2,8 +2,8 @@
 that read findings off its embedding.
 
 The encoder is built from an open_clip model config kept as a dict, so a bundle carries its own config
-and never depends on open_clip's registry or a model hub. `rrg.model.towers.resolve_tower` finds that config and the
-weights from `rrg.config.VisionConfig`: `open_clip_model` (a config shipped in
+and never depends on open_clip's registry or a model hub. `rrg.model.towers.resolve_tower` finds that
+config and the weights from `rrg.config.VisionConfig`: `open_clip_model` (a config shipped in
 rrg/model/configs/open_clip/, an open_clip registry name, or "hf-hub:org/name") and `pretrained` (None:
 random weights, grey normalised as mean 0.5, std 0.25; else an open_clip tag, an "hf-hub:org/name"
 repo, a checkpoint file or a folder in the hub's layout, with the tower's own mean/std). It stores the
