@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from retrieval.cosine_index import Neighbor
 from rrg.bundle import Bundle
-from rrg.data.image_cache import CachedImages, build_image_cache
+from rrg.data.image_cache import CachedImages, studies_images
 from rrg.data.manifest import read_manifest
 from rrg.drafting import Drafter, LocalDrafter
 from rrg.model.generation import SamplingSettings
@@ -73,12 +73,7 @@ def study_images(studies: Sequence[Study], size: int, progress: bool = True) -> 
     ValueError names the first study whose image cannot be read."""
     if not studies:
         return None
-    cache = build_image_cache(studies[0].data, size, progress=progress, log=lambda message: None)
-    skipped = CachedImages.skipped(cache)
-    for study in studies:
-        if study.row in skipped:
-            raise ValueError(f"study {study.id}: cannot read image {study.image}: {skipped[study.row]}")
-    return CachedImages(cache, [s.row for s in studies])
+    return studies_images(studies[0].data, size, [(s.row, s.id, str(s.image)) for s in studies], progress)
 
 
 # A batch of decoded images in, one (prediction, neighbours) pair per image out.

@@ -21,6 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from prompts.vocabulary import CHEXBERT_LABELS
+from rrg.data.jsonl import JsonlError, read_jsonl
 
 SPLITS = ("train", "val", "test")
 # MIMIC-CXR calls its validation split "validate"; R2Gen files sometimes say "valid".
@@ -104,19 +105,14 @@ def read_iu_sections(path: str | Path | None = None) -> dict[str, dict[str, str]
     from a `sections.jsonl` (default: the one shipped with rrg)."""
     if path is None:
         return dict(_packaged_sections())
-    path = Path(path)
     by_id = {}
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DatasetError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
-                raise DatasetError(f"{path}:{number}: expected an object with a string 'id'")
+    try:
+        for entry in read_jsonl(path, required=("id",)):
+            if not isinstance(entry["id"], str):
+                raise DatasetError(f"{path}: study id {entry['id']!r} is not a string")
             by_id[entry["id"]] = {name: str(entry.get(name) or "") for name in SECTION_NAMES}
+    except JsonlError as error:
+        raise DatasetError(str(error)) from None
     return by_id
 
 

@@ -162,6 +162,19 @@ def build_image_cache(
     return folder
 
 
+def studies_images(
+    data: str | Path, size: int, studies: Sequence[tuple[int, str, str]], progress: bool = True
+) -> CachedImages:
+    """The images of some studies of a data set, given as (manifest row, study id, image), at `size` pixels
+    from its image cache (built if missing); a ValueError names the first study whose image cannot be read."""
+    cache = build_image_cache(data, size, progress=progress, log=lambda message: None)
+    skipped = CachedImages.skipped(cache)
+    for row, study_id, image in studies:
+        if row in skipped:
+            raise ValueError(f"study {study_id}: cannot read image {image}: {skipped[row]}")
+    return CachedImages(cache, [row for row, _, _ in studies])
+
+
 def _manifest_images(data: Path) -> list[str]:
     """The image path of every record, in the manifest's order (the cache's row order)."""
     with open(data / MANIFEST, encoding="utf-8") as handle:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from rrg.bundle import INDEX, PROMPTS, Bundle, replace_part
 from rrg.data.deidentified import without_markers
-from rrg.data.image_cache import CachedImages, build_image_cache
+from rrg.data.image_cache import studies_images
 from rrg.data.imaging import decode_side, load_image, to_model_input
 from rrg.data.jsonl import read_jsonl
 from rrg.data.manifest import MANIFEST
@@ -52,7 +52,8 @@ def embed_studies(bundle: Bundle, records: list[dict], folder: Path, progress: b
     encoder = factory.load_vision(bundle)
     heads = factory.load_heads(bundle)
     size = bundle.config.vision.image_size
-    cached = _cached_images(folder, records, size, progress) if manifest else None
+    studies = [(r["row"], r["id"], r["image"]) for r in records]
+    cached = studies_images(folder, size, studies, progress) if manifest else None
     pooled, entity_logits = [], []
     for start in tqdm(range(0, len(records), batch), desc="embedding references", unit="batch", disable=not progress):
         if cached is not None:
@@ -70,15 +71,6 @@ def _model_input(folder: Path, record: dict, size: int) -> np.ndarray:
         return to_model_input(load_image(folder / record["image"], longest_side=decode_side(size)), size)
     except (OSError, ValueError) as error:
         raise ValueError(f"study {record['id']}: cannot read image {record['image']}: {error}") from error
-
-
-def _cached_images(folder: Path, records: list[dict], size: int, progress: bool) -> CachedImages:
-    cache = build_image_cache(folder, size, progress=progress, log=lambda message: None)
-    skipped = CachedImages.skipped(cache)
-    for record in records:
-        if record["row"] in skipped:
-            raise ValueError(f"study {record['id']}: cannot read image {record['image']}: {skipped[record['row']]}")
-    return CachedImages(cache, [r["row"] for r in records])
 
 
 def build_bundle_index(
