@@ -173,7 +173,8 @@ class ClueInteraction(nn.Module):
         self.clue_proj = nn.Linear(clue_dim, dim)  # ours: brings c_cls into the space of v_cls
         self.visual_self = _SelfAttention(dim, heads)
         self.clue_self = _SelfAttention(dim, heads)
-        self.queries = nn.Parameter(torch.randn(queries, dim) * 0.02)  # E = {E_1..E_L}
+        # E = {E_1..E_L}
+        self.queries = nn.Parameter(torch.randn(queries, dim) * 0.02)  # cpu: a parameter
         self.visual_readout = _QueryReadout(dim, heads)
         self.clue_readout = _QueryReadout(dim, heads)
 

@@ -140,7 +140,7 @@ class PromptTextCache:
     def __init__(self, encoder_name: str, dim: int, encoder: TextEncoder | None = None):
         self.encoder_name, self.dim = encoder_name, dim
         self._index: dict[str, int] = {}
-        self._vectors = torch.empty(0, dim)  # (n, d)
+        self._vectors = torch.empty(0, dim, device="cpu")  # (n, d), on the CPU whatever the encoder's
         self._lock = threading.Lock()  # a server may look up from several threads
         self.encoder: TextEncoder | None = None
         if encoder is not None:
@@ -165,6 +165,11 @@ class PromptTextCache:
 
     def __len__(self) -> int:
         return len(self._index)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the vectors live (the CPU, whatever the encoder's device)."""
+        return self._vectors.device
 
     def __contains__(self, text: str) -> bool:
         return text in self._index
@@ -196,8 +201,9 @@ class PromptTextCache:
         """Vectors (n, d) on the CPU, in order; misses are encoded and kept if an encoder is attached."""
         if any(t not in self._index for t in texts):
             self.add(texts)
-        rows = torch.tensor([self._index[t] for t in texts], dtype=torch.long)
-        return self._vectors.index_select(0, rows)  # (n, d)
+        vectors = self._vectors
+        rows = torch.tensor([self._index[t] for t in texts], dtype=torch.long, device=vectors.device)
+        return vectors.index_select(0, rows)  # (n, d)
 
     def state_dict(self) -> dict:
         """Encoder name and width, texts in row order, and their vectors (n, d)."""

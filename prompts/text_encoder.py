@@ -131,7 +131,7 @@ class SentenceEncoder:
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
         """Unit sentence vectors (n, d), float32, on the CPU whatever the encoder's device."""
         texts = list(texts)
-        vectors = torch.empty(len(texts), self.dim)  # (n, d)
+        vectors = torch.empty(len(texts), self.dim, device="cpu")  # (n, d)
         # Batches of similar lengths pad least; the order is restored on the way out.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), batch_size):

@@ -98,7 +98,8 @@ class PoincareRows:
         if isinstance(curvature, bool) or not isinstance(curvature, (int, float)) or not curvature > 0:
             raise ValueError(f"curvature must be a positive number (the ball has curvature -c), got {curvature!r}")
         self.dim, self.curvature = dim, float(curvature)
-        self.ball = geoopt.PoincareBall(c=torch.tensor(self.curvature, dtype=torch.float64))
+        # On the CPU, as the rows: numpy arrays, measured by geoopt in float64.
+        self.ball = geoopt.PoincareBall(c=torch.tensor(self.curvature, dtype=torch.float64, device="cpu"))
         self._points = np.zeros((0, self.dim))  # float64, for the re-rank
         self._table = ReferenceReports()
 
@@ -108,7 +109,7 @@ class PoincareRows:
     def distances(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """geoopt's float64 distances d_c from one query (dim,) to the given rows."""
         with reproducible_geoopt():
-            return self.ball.dist(torch.from_numpy(self._points[rows]), torch.from_numpy(query)).numpy()
+            return self.ball.dist(torch.from_numpy(self._points[rows]), torch.from_numpy(query)).cpu().numpy()
 
     def _new_rows(self, points: np.ndarray, ids: list[str], reports: list[str]) -> np.ndarray:
         """`points` (N, dim) as float64 rows inside the ball, once ids and reports pair up with them."""

@@ -31,9 +31,9 @@ class MobiusLinear(nn.Module):
     def __init__(self, ball: geoopt.PoincareBall, in_features: int, out_features: int):
         super().__init__()
         self.ball = ball
-        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))  # cpu: a parameter
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear's initialisation
-        self.bias = geoopt.ManifoldParameter(torch.zeros(out_features), manifold=ball)
+        self.bias = geoopt.ManifoldParameter(torch.zeros(out_features), manifold=ball)  # cpu: a parameter
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.ball.mobius_add(self.ball.mobius_matvec(self.weight, x), self.bias)
@@ -100,23 +100,102 @@ def ranking_loss(distances: torch.Tensor, status: torch.Tensor) -> torch.Tensor:
     return -(target * log_p.masked_fill(diagonal, 0.0)).sum(dim=1).mean()
 
 
-def label_neighbours(status: np.ndarray, points: np.ndarray, curvature: float, k: int) -> np.ndarray:
+_CHUNK_ELEMENTS = 1 << 24  # rows x N entries of a chunk's matrices: 128 MiB each in float64
+_MAX_CHUNK_ROWS = 1024
+
+
+def label_neighbours(
+    status: np.ndarray,
+    points: np.ndarray,
+    curvature: float,
+    k: int,
+    device: str | torch.device = "cpu",
+    chunk_rows: int | None = None,
+) -> np.ndarray:
     """(N, k) rows of the k other studies nearest in label status (Hamming, eq. 6), ties broken by
     the learned hyperbolic distance between their embeddings `points` (N, dim).
 
     REVTAF's references during training: the report nearest in labels stands in for the one the
     trained LRE will retrieve at inference, so the generator learns from relevant references.
+
+    Each row's order is that of a stable sort by (Hamming distance, Lorentz product, index), the row
+    itself never included. It runs on `device` (training passes its own, e.g. "cuda") a chunk of
+    rows at a time, `chunk_rows` of them (default: at most 1024, and at most 2^24 / N so that a
+    chunk's (rows, N) float64 matrices stay within 128 MiB each), with a top-k selection per chunk
+    instead of a sort of all N: O(N^2 (L + dim)) products, O(N^2) memory traffic.
+
+    The Lorentz products are float64 matrix products; BLAS libraries (numpy's, torch's CPU one, a
+    GPU's) may round them differently in the last bits, so two different points whose products with
+    a row are a few ulps apart may come out in either order on another device (or than in the first,
+    np.lexsort implementation). The same point twice ties exactly on every device (each distinct
+    point's product is computed once) and goes to the lower index, as in a stable sort.
     """
+    status, points = np.asarray(status), np.asarray(points, dtype=np.float64)
     if len(status) != len(points) or not 0 < k < len(status):
-        raise ValueError(f"need 0 < k < N status vectors and as many points, got k={k}, {len(status)}, {len(points)}")
-    lifted = lift_to_hyperboloid(np.asarray(points, dtype=np.float64), curvature)  # (N, dim + 1)
-    neighbours = np.empty((len(status), k), dtype=np.int64)
-    for start in range(0, len(status), 256):
-        rows = slice(start, start + 256)
-        hamming = hamming_distances(status[rows], status)  # (n, N), eq. 6
+        raise ValueError(
+            f"need 0 < k < N status vectors and as many points, got k={k}, {len(status)}, {len(points)}"
+        )
+    if status.ndim != 2 or not (status.dtype == bool or np.issubdtype(status.dtype, np.number)):
+        raise ValueError(f"status must be (N, L) 0/1 or booleans, got shape {status.shape}, {status.dtype}")
+    if not np.isin(status, (0, 1)).all():
+        raise ValueError("status must hold only 0/1 or booleans")
+    if points.ndim != 2 or not np.isfinite(points).all() or not (curvature * (points**2).sum(axis=1) < 1).all():
+        raise ValueError(f"points must be (N, dim), finite, inside the Poincare ball of curvature -{curvature}")
+    # Lorentz products with each distinct point once: the same point twice gives the same product to
+    # the bit, whatever the BLAS's blocking (a tile's edge may round a column apart from its twin).
+    distinct, column_point = np.unique(points, axis=0, return_inverse=True)
+    lifted = lift_to_hyperboloid(points, curvature)  # (N, dim + 1)
+    repeats = len(distinct) < len(points)
+    distinct = lift_to_hyperboloid(distinct, curvature) if repeats else lifted  # (U, dim + 1)
+    n = len(status)
+    if chunk_rows is None:
+        chunk_rows = max(1, min(_MAX_CHUNK_ROWS, _CHUNK_ELEMENTS // n))
+    elif chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    device = torch.device(device)
+    # eq. 6 for 0/1 entries, |a - b| = a (1 - b) + (1 - a) b: one product of [a, 1 - a] and [1 - b, b],
+    # sums of 0/1 products, exact in float64
+    status = torch.from_numpy(status.astype(np.float64)).to(device)  # (N, L)
+    left, right = torch.cat([status, 1.0 - status], dim=1), torch.cat([1.0 - status, status], dim=1)
+    lifted, distinct = torch.from_numpy(lifted).to(device), torch.from_numpy(distinct).to(device)
+    column_point = torch.from_numpy(column_point.reshape(-1)).to(device)  # (N,) row of `distinct`
+    time, space = lifted[:, :1], lifted[:, 1:]
+    neighbours = torch.empty((n, k), dtype=torch.int64, device=device)
+    for start in range(0, n, chunk_rows):
+        rows = slice(start, min(start + chunk_rows, n))
+        hamming = left[rows] @ right.T  # (n, N), eq. 6
+        hamming.diagonal(start).fill_(math.inf)  # never the row itself
         # cosh(sqrt(c) d) = -<X, Y>_L grows with d: the Lorentz product orders the ties by distance.
-        lorentz = lifted[rows, :1] @ lifted[:, :1].T - lifted[rows, 1:] @ lifted[:, 1:].T  # (n, N)
-        for i, row in enumerate(range(len(status))[rows]):
-            ranked = np.lexsort((lorentz[i], hamming[i]))  # by Hamming, then by distance
-            neighbours[row] = ranked[ranked != row][:k]
-    return neighbours
+        lorentz = time[rows] @ distinct[:, :1].T - space[rows] @ distinct[:, 1:].T  # (n, U)
+        if repeats:
+            lorentz = lorentz[:, column_point]  # (n, N)
+        neighbours[rows] = _smallest_by_keys(hamming, lorentz, k)
+    return neighbours.cpu().numpy()
+
+
+def _smallest_by_keys(first: torch.Tensor, second: torch.Tensor, k: int) -> torch.Tensor:
+    """(n, k) columns of the k smallest entries of each row by (first, second, column index), in that
+    order: the first k of a stable lexicographic sort, without sorting the N columns.
+
+    first must have at least k finite entries per row, second must be finite (NaN compares false).
+    """
+    # The k-th smallest first key: every column below it is in; of those at it, only some.
+    cut = torch.topk(first, k, dim=1, largest=False).values.amax(dim=1, keepdim=True)  # (n, 1)
+    below, at = first < cut, first == cut
+    wanted = k - below.sum(dim=1, keepdim=True)  # (n, 1), 1 <= wanted <= k
+    # Among those at it, the `wanted` smallest second keys: again all below the wanted-th, some at it.
+    second_at = torch.where(at, second, math.inf)
+    smallest = torch.topk(second_at, k, dim=1, largest=False, sorted=True).values  # ascending
+    second_cut = smallest.gather(1, wanted - 1)  # (n, 1), finite: `at` holds at least `wanted`
+    chosen = below | (second_at < second_cut)
+    tied = second_at == second_cut
+    still = k - chosen.sum(dim=1, keepdim=True)  # (n, 1) >= 1
+    if bool((tied.sum(dim=1, keepdim=True) > still).any()):  # more tied than wanted somewhere
+        tied &= tied.cumsum(dim=1) <= still  # the lowest columns first, as a stable sort
+    chosen |= tied
+    columns = chosen.nonzero()[:, 1].view(len(first), k)  # k per row, by column
+    # Order the k: a stable sort by the second key, then a stable one by the first.
+    order = torch.sort(second.gather(1, columns), dim=1, stable=True).indices
+    columns = columns.gather(1, order)
+    order = torch.sort(first.gather(1, columns), dim=1, stable=True).indices
+    return columns.gather(1, order)

@@ -64,7 +64,7 @@ class MedFuseLoss(nn.Module):
         self.margin = float(margin)  # m
         self.margin_weight = float(margin_weight)  # lambda
         self.hard_negatives = hard_negatives  # K
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))  # cpu: a parameter
 
     @property
     def temperature(self) -> float:

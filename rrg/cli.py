@@ -140,12 +140,15 @@ def _train(args: argparse.Namespace) -> int:
     if args.ablation:
         config = with_ablation(config, args.ablation)
     config = config.replace(**_overrides(args.set or []))
-    _say(args, f"rrg train: {args.data} -> {args.out}\nconfig:\n{json.dumps(config.to_dict(), indent=2)}")
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks for all
+    if main_rank:
+        _say(args, f"rrg train: {args.data} -> {args.out}\nconfig:\n{json.dumps(config.to_dict(), indent=2)}")
     facts = train_bundle(Path(args.data), Path(args.out), config, progress=not args.quiet,
                          log=lambda m: _say(args, m), force=args.force)
-    _say(args, f"bundle ready at {args.out} ({facts['training_seconds_this_run']} s this run)")
-    if config.demo:
-        _say(args, config.notice)
+    if main_rank:
+        _say(args, f"bundle ready at {args.out} ({facts['training_seconds_this_run']} s this run)")
+        if config.demo:
+            _say(args, config.notice)
     return 0
 
 
@@ -231,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.set_defaults(run=run)
 
-    train = commands.add_parser("train", help="train a bundle from a data set folder (resumable)")
+    train = commands.add_parser(
+        "train", help="train a bundle from a data set folder (resumable; under torchrun, data parallel over its ranks)"
+    )
     train.add_argument("--data", required=True, help="a data set folder with manifest.jsonl (e.g. from rrg data demo)")
     train.add_argument("--out", required=True, help="the bundle folder to write")
     train.add_argument("--config", default="demo-tiny", help="a named model config or a .json path (default demo-tiny)")

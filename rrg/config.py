@@ -216,6 +216,34 @@ class TrainingConfig:
     # torch DataLoader worker processes reading image batches from the image cache ahead of each step,
     # and building the cache (0: read in the training process)
     loader_workers: int = 2
+    # Where and how the steps run (rrg/training/loop.py); the same on a laptop, one GPU or many:
+    device: str = "auto"  # auto (cuda when present, else cpu), cpu, cuda, cuda:N; under torchrun each
+    #                       rank takes cuda:LOCAL_RANK
+    precision: str = "fp32"  # fp32, or bf16: autocast to bfloat16 (the frozen base is in generator.dtype)
+    gradient_checkpointing: bool = False  # recompute activations in backward (language model, vision tower)
+    accumulate: int = 1  # micro-batches per optimizer step on each rank; the batch sizes above are global
+    clip_norm: float = 0.0  # clip the global gradient norm to this before each step (0: no clipping)
+    schedule: str = "constant"  # learning rate: constant, or cosine (to 0 over the stage, after warmup)
+    warmup_fraction: float = 0.0  # the first fraction of each stage's steps ramps the rate up linearly
+    base_4bit: bool = False  # QLoRA: the frozen pretrained base loaded in 4-bit NF4 (CUDA, bitsandbytes)
+    # batches of reports of similar length (language and drafting stages): far less padding to compute
+    group_by_length: bool = True
+    eval_every: int = 0  # a validation pass every this many steps of a stage (0: only at a stage's end)
+    eval_studies: int = 32  # the fixed validation subset the pass drafts greedily and scores
+
+    def __post_init__(self):
+        if self.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"training.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"training.precision must be fp32 or bf16, got {self.precision!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"training.schedule must be constant or cosine, got {self.schedule!r}")
+        if isinstance(self.accumulate, bool) or not isinstance(self.accumulate, int) or self.accumulate < 1:
+            raise ValueError(f"training.accumulate must be a positive integer, got {self.accumulate!r}")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ValueError(f"training.warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
+        if self.clip_norm < 0 or self.eval_every < 0 or self.eval_studies < 1:
+            raise ValueError("training.clip_norm and training.eval_every must be >= 0, training.eval_studies >= 1")
 
 
 @dataclass(frozen=True)

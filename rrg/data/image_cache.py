@@ -221,9 +221,11 @@ class CachedImages(Dataset):
     def __getstate__(self):  # DataLoader workers open their own memory maps
         return {**self.__dict__, "_shards": {}}
 
-    def batches(self, batches: Iterable[np.ndarray], workers: int = 0) -> Iterable[tuple[np.ndarray, torch.Tensor]]:
+    def batches(
+        self, batches: Iterable[np.ndarray], workers: int = 0, pin_memory: bool = False
+    ) -> Iterable[tuple[np.ndarray, torch.Tensor]]:
         """(indices, images (B, 1, S, S)) for each batch of indices, in order; with `workers`, read ahead by a
-        torch DataLoader's worker processes while the caller computes."""
+        torch DataLoader's worker processes while the caller computes (into pinned memory for a CUDA copy)."""
         batches = [np.asarray(b, dtype=np.int64) for b in batches]
         if workers == 0:
             for batch in batches:
@@ -232,7 +234,8 @@ class CachedImages(Dataset):
         # Its own generator: a DataLoader seeds its workers from the global RNG otherwise, and reading images
         # would then change the random draws (dropout, shuffles) of the training that reads them.
         loader = DataLoader(_Batches(self, batches), batch_size=None, num_workers=workers, prefetch_factor=4,
-                            persistent_workers=False, generator=torch.Generator().manual_seed(0))
+                            persistent_workers=False, pin_memory=pin_memory,
+                            generator=torch.Generator(device="cpu").manual_seed(0))
         yield from zip(batches, loader)
 
     def in_order(self, batch: int = 128, workers: int = 0) -> Iterable[torch.Tensor]:

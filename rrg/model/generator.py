@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
 from transformers import MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast
 
 from rrg.config import GeneratorConfig
@@ -45,15 +46,45 @@ def build_demo_llm(config: GeneratorConfig, tokenizer: PreTrainedTokenizerFast) 
     return MistralForCausalLM(mistral).to(torch_dtype(config.dtype))
 
 
-def load_llm(path_or_id: str | Path, dtype: str) -> MistralForCausalLM:
-    """A Mistral-architecture causal LM from a local folder or a hub id (no download where there is no hub)."""
+def load_llm(
+    path_or_id: str | Path, dtype: str, four_bit: bool = False, device: torch.device | None = None
+) -> MistralForCausalLM:
+    """A Mistral-architecture causal LM from a local folder or a hub id (no download where there is no hub),
+    straight onto `device` when one is given (a 7B base never sits in host memory once per rank);
+    `four_bit`: its linear weights quantized to 4-bit NF4 as it loads (QLoRA; a CUDA device)."""
+    options = {"dtype": torch_dtype(dtype)}
+    if device is not None and device.type != "cpu":
+        options["device_map"] = {"": str(device)}
+    if four_bit:
+        where = device if device is not None and device.type == "cuda" else torch.device("cuda", torch.cuda.current_device())
+        options |= {"quantization_config": four_bit_config(), "device_map": {"": str(where)}}
     try:
-        return MistralForCausalLM.from_pretrained(str(path_or_id), dtype=torch_dtype(dtype))
+        return MistralForCausalLM.from_pretrained(str(path_or_id), **options)
     except OSError as error:
         raise ValueError(
             f"cannot load the language model {str(path_or_id)!r}: give a local folder in Hugging Face format "
             f"or a hub id reachable from this machine ({error})"
         ) from None
+
+
+def four_bit_config():
+    """QLoRA's storage (Dettmers et al. 2023): NF4 weights, double quantization, bf16 compute."""
+    if not torch.cuda.is_available():
+        raise ValueError("training.base_4bit needs a CUDA device (bitsandbytes' 4-bit kernels); set it false here")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ValueError("training.base_4bit needs bitsandbytes: install the gpu extra (uv sync --extra gpu)") from None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Recompute each decoder layer's activations in backward instead of keeping them (non-reentrant, so
+    frozen inputs and DistributedDataParallel's unused-parameter search work)."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def with_new_lora(model: MistralForCausalLM, config: GeneratorConfig) -> PeftModel:

@@ -41,9 +41,15 @@ class MarkerGuard:
         self.marker_tokens = [i for i, t in enumerate(texts) if any(c * 2 in t for c in MARKER_CHARACTERS)]
         self.marker_texts = sorted({tokenizer.decode([i]).strip() for i in self.marker_tokens} - {""})
         # For each marker character: the tokens ending with it, and the (B,) mask of those starting with it.
-        self._ending = {c: torch.tensor([t.endswith(c) for t in texts]) for c in MARKER_CHARACTERS}
-        self._starting = {c: torch.tensor([t.startswith(c) for t in texts]) for c in MARKER_CHARACTERS}
-        self._always = torch.zeros(size, dtype=torch.bool)
+        # On the CPU whatever the model's device: one guard per tokenizer serves every model; `banned`
+        # looks up on the CPU and the logits processor moves its answer to the scores' device.
+        self._ending = {
+            c: torch.tensor([t.endswith(c) for t in texts], device="cpu") for c in MARKER_CHARACTERS
+        }
+        self._starting = {
+            c: torch.tensor([t.startswith(c) for t in texts], device="cpu") for c in MARKER_CHARACTERS
+        }
+        self._always = torch.zeros(size, dtype=torch.bool, device="cpu")
         self._always[self.marker_tokens] = True
 
     def banned(self, previous: torch.Tensor | None) -> torch.Tensor:

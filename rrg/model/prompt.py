@@ -69,14 +69,18 @@ class PromptEmbedder:
         tail = self._embed(self._ids(after))  # (t, H)
         return torch.cat([head, visual.to(head.dtype), tail])  # (h + V + t, H)
 
+    def target_ids(self, report: str) -> list[int]:
+        """The token ids a draft learns to write for `report`: cut to max_report_tokens, then end of text."""
+        return self._ids(" " + report.strip())[: self.prompt.max_report_tokens] + [self.tokenizer.eos_token_id]
+
     def training_example(
         self, visual: torch.Tensor, findings: Sequence[str], references: Sequence[str], report: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt plus target report: embeddings (T, H) and labels (T,) with the prompt ignored."""
         prompt = self.prompt_embeds(visual, findings, references)
-        target = self._ids(" " + report.strip())[: self.prompt.max_report_tokens] + [self.tokenizer.eos_token_id]
+        target = self.target_ids(report)
         embeds = torch.cat([prompt, self._embed(target)])
-        labels = torch.tensor([IGNORE] * len(prompt) + target, dtype=torch.long)
+        labels = torch.tensor([IGNORE] * len(prompt) + target, dtype=torch.long, device=embeds.device)
         return embeds, labels
 
 
@@ -87,8 +91,10 @@ def pad_batch(
     longest = max(len(s) for s in sequences)
     hidden = sequences[0].shape[1]
     embeds = sequences[0].new_zeros(len(sequences), longest, hidden)
-    mask = torch.zeros(len(sequences), longest, dtype=torch.long)
-    padded_labels = torch.full((len(sequences), longest), IGNORE, dtype=torch.long) if labels is not None else None
+    mask = torch.zeros(len(sequences), longest, dtype=torch.long, device=embeds.device)
+    padded_labels = None
+    if labels is not None:
+        padded_labels = torch.full((len(sequences), longest), IGNORE, dtype=torch.long, device=embeds.device)
     for i, sequence in enumerate(sequences):
         span = slice(longest - len(sequence), longest) if left else slice(0, len(sequence))
         embeds[i, span] = sequence

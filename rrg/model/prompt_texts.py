@@ -93,19 +93,25 @@ class PromptTextEncodings:
 
     def grp(self, references: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, P, d) sentence encodings of each study's retrieved reports and their mask (B, P)."""
-        rows = []
+        rows, device = [], self.cache.device
         for reports in references:
             sentences = grp_sentences(reports, self.config.fusion.max_grp_sentences)
             self._encode_misses(sentences)
-            rows.append(self.cache.lookup(sentences) if sentences else torch.zeros(0, self.dim))
+            if sentences:
+                rows.append(self.cache.lookup(sentences))
+            else:
+                rows.append(torch.zeros(0, self.dim, device=device))
         if not any(len(r) for r in rows):  # one masked column keeps the attention's shapes
-            return torch.zeros(len(rows), 1, self.dim), torch.zeros(len(rows), 1, dtype=torch.bool)
+            return (
+                torch.zeros(len(rows), 1, self.dim, device=device),
+                torch.zeros(len(rows), 1, dtype=torch.bool, device=device),
+            )
         return pad_prompts(rows)
 
     def lrp(self, present: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(B, 75, d) triplet encodings for a (B, 75) boolean of which entities are present."""
-        present = torch.as_tensor(present, dtype=torch.bool)
-        entities = torch.arange(present.shape[1])
+        present = torch.as_tensor(present, dtype=torch.bool, device=self._lrp_table.device)
+        entities = torch.arange(present.shape[1], device=present.device)
         return self._lrp_table[entities[None, :], present.long()]  # (B, 75, d)
 
     def clues(self) -> torch.Tensor:

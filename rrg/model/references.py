@@ -35,8 +35,8 @@ class ReferenceRetriever:
     def embed(self, pooled: torch.Tensor, entity_logits: torch.Tensor) -> np.ndarray:
         """The index-space vectors of a batch: image embeddings (cosine) or LRE points (hyperbolic)."""
         if self.enhancer is None:
-            return pooled.numpy()
-        return self.enhancer(entity_logits).double().numpy()
+            return pooled.detach().cpu().numpy()
+        return self.enhancer(entity_logits).double().cpu().numpy()
 
     def search(
         self, pooled: torch.Tensor, entity_logits: torch.Tensor, k: int, exclude_ids: Sequence[str | None] | None = None
@@ -52,7 +52,7 @@ class ReferenceRetriever:
         """A retriever with a new index over the given reference studies: hyperbolic with an LRE,
         cosine without."""
         if enhancer is None:
-            return cls(CosineIndex.build(pooled.numpy(), ids, reports))
+            return cls(CosineIndex.build(pooled.detach().cpu().numpy(), ids, reports))
         with torch.no_grad():
-            points = enhancer(entity_logits).double().numpy()
+            points = enhancer(entity_logits).double().cpu().numpy()
         return cls(HyperbolicIndex.build(points, ids, reports, enhancer.curvature), enhancer)

@@ -133,8 +133,8 @@ class VisionEncoder(nn.Module):
         preprocess = clip_config.get(PREPROCESS)
         mean = std = None
         if preprocess:  # a pretrained tower: its per-channel statistics (random towers keep 0.5 / 0.25)
-            mean = torch.tensor(preprocess["mean"], dtype=torch.float32).view(1, 3, 1, 1)
-            std = torch.tensor(preprocess["std"], dtype=torch.float32).view(1, 3, 1, 1)
+            mean = torch.tensor(preprocess["mean"], dtype=torch.float32).view(1, 3, 1, 1)  # cpu: a buffer
+            std = torch.tensor(preprocess["std"], dtype=torch.float32).view(1, 3, 1, 1)  # cpu: a buffer
         self.register_buffer("pixel_mean", mean, persistent=False)
         self.register_buffer("pixel_std", std, persistent=False)
 
@@ -234,7 +234,7 @@ class FindingHeads(nn.Module):
         self.entities = nn.Linear(embed_dim, len(MEDKLIP_ENTITIES))
         # Per label: the probability above which the label is suggested to the language model,
         # tuned on the validation split after training (rrg/model/suggested_findings.py); 1.0 = never.
-        self.register_buffer("thresholds", torch.ones(len(CHEXBERT_LABELS)))
+        self.register_buffer("thresholds", torch.ones(len(CHEXBERT_LABELS)))  # cpu: a buffer
 
     def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, 14) and (B, 75)."""

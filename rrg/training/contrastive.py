@@ -46,7 +46,7 @@ def alignment_report(
     """Cross-modal retrieval on a held-out split, full and PCA-compressed to float16."""
     image_embeddings = torch.cat([encoder(images[i : i + batch]).pooled for i in range(0, len(images), batch)])
     text_embeddings = torch.cat([encoder.clip.encode_text(tokens[i : i + batch]) for i in range(0, len(tokens), batch)])
-    report = recall_kept(image_embeddings.numpy(), text_embeddings.numpy(), min(pca_dim, len(images)))
+    report = recall_kept(image_embeddings.cpu().numpy(), text_embeddings.cpu().numpy(), min(pca_dim, len(images)))
     return {
         "image_to_text": report["full"]["image_to_text"],
         "text_to_image": report["full"]["text_to_image"],

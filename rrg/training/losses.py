@@ -44,15 +44,21 @@ class FindingLoss(nn.Module):
     """Binary cross-entropy over the label heads, and over the entity heads where the report
     mentions the entity (MedKLIP's -1, unmentioned, is ignored rather than read as absent)."""
 
-    def forward(self, label_logits, entity_logits, label_targets, entity_targets) -> torch.Tensor:
-        label_loss = nn.functional.binary_cross_entropy_with_logits(label_logits, label_targets)
+    def forward(self, label_logits, entity_logits, label_targets, entity_targets,
+                whole_entity_targets: torch.Tensor | None = None) -> torch.Tensor:
+        """The mean loss of the batch; with `whole_entity_targets` (the entity targets of a whole global
+        batch this batch is part of) this batch's share of the whole batch's mean loss."""
+        whole = entity_targets if whole_entity_targets is None else whole_entity_targets
+        label_loss = nn.functional.binary_cross_entropy_with_logits(label_logits, label_targets, reduction="sum")
+        label_loss = label_loss / (len(whole) * label_targets.shape[1])
         mentioned = entity_targets >= 0  # (B, 75)
-        if not mentioned.any():
+        whole_mentioned = int((whole >= 0).sum())
+        if not whole_mentioned:
             return label_loss
         entity_loss = nn.functional.binary_cross_entropy_with_logits(
-            entity_logits[mentioned], entity_targets[mentioned].float()
+            entity_logits[mentioned], entity_targets[mentioned].float(), reduction="sum"
         )
-        return label_loss + entity_loss
+        return label_loss + entity_loss / whole_mentioned
 
 
 class VisualPromptLosses(nn.Module):
@@ -65,18 +71,32 @@ class VisualPromptLosses(nn.Module):
         self.fcc = FineGrainedConsistencyLoss()
         self.dc = DiseaseClueLoss()
 
-    def forward(self, output: VisualPromptOutput, texts: PromptTexts, label_targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Weighted terms by name; label_targets: (B, 14) 1.0 where the study's label is positive."""
+    def forward(self, output: VisualPromptOutput, texts: PromptTexts, label_targets: torch.Tensor,
+                whole_targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Weighted terms by name; label_targets: (B, 14) 1.0 where the study's label is positive. With
+        `whole_targets` (those of a whole global batch this batch is part of), each term is this batch's
+        share of the whole batch's: each is a mean over studies (over labelled ones for the selection)."""
+        per_study = 1.0 if whole_targets is None else len(label_targets) / len(whole_targets)
         terms = {}
         if output.grp_maps is not None and output.lrp_maps is not None and self.fcc_weight:
             fcc = self.fcc(texts.grp, texts.lrp, output.grp_maps, output.lrp_maps, texts.grp_mask)
-            terms["fcc"] = self.fcc_weight * fcc
+            terms["fcc"] = self.fcc_weight * fcc * per_study
         if output.clues is not None:
             if self.dc_weight:
-                terms["dc"] = self.dc_weight * self.dc(output.clues.visual_summary, output.clues.clue_summary)
+                dc = self.dc(output.clues.visual_summary, output.clues.clue_summary)
+                terms["dc"] = self.dc_weight * dc * per_study
             if self.selection_weight:
-                terms["clue_selection"] = self.selection_weight * clue_selection_loss(output.clues.all_weights, label_targets)
+                selection = clue_selection_loss(output.clues.all_weights, label_targets)
+                if whole_targets is not None:
+                    labelled, whole_labelled = _labelled(label_targets), _labelled(whole_targets)
+                    selection = selection * (labelled / whole_labelled if whole_labelled else 0.0)
+                terms["clue_selection"] = self.selection_weight * selection
         return terms
+
+
+def _labelled(label_targets: torch.Tensor) -> int:
+    """Studies with at least one positive label (those the clue selection loss counts)."""
+    return int((label_targets.sum(dim=1) > 0).sum())
 
 
 def clue_selection_loss(clue_weights: torch.Tensor, label_targets: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@ study nearest in labels nearest in the ball."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import subprocess
 import sys
@@ -12,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from retrieval.hyperbolic_index import lift_to_hyperboloid
 from retrieval.lre import RetrievalEnhancer, label_neighbours, nearest_in_labels, ranking_loss
+from retrieval.metrics import hamming_distances
 
 
 def test_target_is_the_nearest_other_sample_shared_between_ties():
@@ -107,6 +110,112 @@ def test_label_neighbours_rank_by_hamming_then_by_hyperbolic_distance():
     assert all(row not in neighbours[row] for row in range(5))
     with pytest.raises(ValueError, match="k"):
         label_neighbours(status, points, curvature=0.01, k=5)
+    with pytest.raises(ValueError, match="0/1"):
+        label_neighbours(status * 2, points, curvature=0.01, k=3)
+    with pytest.raises(ValueError, match="inside"):
+        label_neighbours(status, points * 3, curvature=0.01, k=3)  # (15, 0) is outside the radius 10
+
+
+def reference_label_neighbours(
+    status: np.ndarray, points: np.ndarray, curvature: float, k: int
+) -> np.ndarray:
+    """The first implementation of `label_neighbours`, a full np.lexsort per row (O(N^2 log N))."""
+    lifted = lift_to_hyperboloid(np.asarray(points, dtype=np.float64), curvature)  # (N, dim + 1)
+    neighbours = np.empty((len(status), k), dtype=np.int64)
+    for start in range(0, len(status), 256):
+        rows = slice(start, start + 256)
+        hamming = hamming_distances(status[rows], status)  # (n, N), eq. 6
+        lorentz = lifted[rows, :1] @ lifted[:, :1].T - lifted[rows, 1:] @ lifted[:, 1:].T  # (n, N)
+        for i, row in enumerate(range(len(status))[rows]):
+            ranked = np.lexsort((lorentz[i], hamming[i]))  # by Hamming, then by distance
+            neighbours[row] = ranked[ranked != row][:k]
+    return neighbours
+
+
+def _ball_points(rng: np.random.Generator, n: int, dim: int, curvature: float) -> np.ndarray:
+    """n random points inside the ball of radius 1 / sqrt(c), some near its boundary."""
+    directions = rng.normal(size=(n, dim))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    return directions * rng.uniform(0.0, 0.999, size=(n, 1)) / np.sqrt(curvature)
+
+
+@pytest.mark.parametrize(
+    ("n", "labels", "dim", "k", "chunk_rows"),
+    [
+        (40, 3, 2, 1, None), (97, 4, 8, 5, 7), (300, 6, 16, 10, None), (300, 6, 16, 299, 64), (513, 8, 4, 3, 256)
+    ],
+)
+def test_label_neighbours_are_those_of_a_full_lexsort(n, labels, dim, k, chunk_rows):
+    """Few labels: Hamming ties by the dozen, broken by distinct Lorentz products."""
+    rng = np.random.default_rng(n + k)
+    status = rng.integers(0, 2, size=(n, labels)).astype(np.uint8)
+    points = _ball_points(rng, n, dim, 0.01)
+    expected = reference_label_neighbours(status, points, 0.01, k)
+    assert np.array_equal(label_neighbours(status, points, 0.01, k, chunk_rows=chunk_rows), expected)
+
+
+def _dyadic_points(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n points of the ball of curvature -1/4 (radius 2) drawn from 57 whose hyperboloid coordinates
+    are small integers (|z|^2 = 1 - 2^-m): their Lorentz products are exact in any summation order,
+    so every BLAS ties them to the bit, and they tie often (integers), also between different points."""
+    grid = np.array(list(itertools.product((-0.5, 0.0, 0.5), repeat=4)))  # z = sqrt(c) p
+    z = grid[np.isin((grid**2).sum(axis=1), (0.0, 0.5, 0.75))]
+    assert len(z) == 57
+    return 2.0 * z[rng.integers(0, len(z), size=n)]  # p = z / sqrt(c)
+
+
+@pytest.mark.parametrize(
+    ("n", "labels", "k", "chunk_rows"), [(60, 3, 4, None), (200, 3, 25, 9), (200, 2, 199, 50)]
+)
+def test_label_neighbours_break_exact_ties_by_index_like_a_stable_sort(n, labels, k, chunk_rows):
+    """Equal Hamming distances and equal Lorentz products (to the bit): every tie that is left goes to
+    the lower index, as np.lexsort's stable order does."""
+    rng = np.random.default_rng(k)
+    status = rng.integers(0, 2, size=(n, labels)).astype(bool)
+    points = _dyadic_points(rng, n)
+    expected = reference_label_neighbours(status, points, 0.25, k)
+    assert np.array_equal(label_neighbours(status, points, 0.25, k, chunk_rows=chunk_rows), expected)
+    # All in one place with one status: only the index is left to order them.
+    same = label_neighbours(np.zeros((n, 3)), np.zeros((n, 3)), 0.25, k, chunk_rows=chunk_rows)
+    assert np.array_equal(same, [[j for j in range(n) if j != row][:k] for row in range(n)])
+
+
+@pytest.mark.parametrize("k", [30, 202])
+def test_label_neighbours_tie_a_point_repeated_whatever_the_blas_rounds(k):
+    """A random point repeated: its products with a row are one number, so the repeats go by index (a
+    matrix product's edge tiles can round a column a few ulps apart from its twin: torch's CPU product
+    does, for this N and dim)."""
+    rng = np.random.default_rng(1)
+    n = 203
+    status = rng.integers(0, 2, size=(n, 3)).astype(bool)
+    distinct = _ball_points(rng, 5, 8, 0.5)
+    group = rng.integers(0, 5, size=n)
+    neighbours = label_neighbours(status, distinct[group], 0.5, k, chunk_rows=50)
+    lifted = lift_to_hyperboloid(distinct, 0.5)
+    lorentz = (lifted[:, :1] @ lifted[:, :1].T - lifted[:, 1:] @ lifted[:, 1:].T)[group][:, group]  # (n, n)
+    hamming = hamming_distances(status, status)
+    for row in range(n):
+        ranked = np.lexsort((np.arange(n), lorentz[row], hamming[row]))
+        assert neighbours[row].tolist() == ranked[ranked != row][:k].tolist(), row
+
+
+def test_label_neighbours_refuse_bad_chunks():
+    with pytest.raises(ValueError, match="chunk_rows"):
+        label_neighbours(np.zeros((4, 2)), np.zeros((4, 2)), 0.01, 2, chunk_rows=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_label_neighbours_on_cuda_are_those_of_a_full_lexsort():
+    rng = np.random.default_rng(0)
+    status = rng.integers(0, 2, size=(3000, 10)).astype(np.uint8)
+    points = _ball_points(rng, 3000, 16, 0.01)
+    expected = reference_label_neighbours(status, points, 0.01, 8)
+    assert np.array_equal(label_neighbours(status, points, 0.01, 8, device="cuda", chunk_rows=700), expected)
+    assert np.array_equal(label_neighbours(status, points, 0.01, 8, device=torch.device("cuda")), expected)
+    points = _dyadic_points(rng, 3000)  # exact ties, broken by index
+    expected = reference_label_neighbours(status, points, 0.25, 40)
+    found = label_neighbours(status, points, 0.25, 40, device="cuda", chunk_rows=1000)
+    assert np.array_equal(found, expected)
 
 
 _TRAIN_TWICE = """

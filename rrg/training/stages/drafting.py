@@ -14,28 +14,42 @@ What each prompt part holds in training and at validation (as at inference):
 - references: with hyperbolic retrieval the studies nearest in labels (REVTAF) / the LRE's;
   with cosine retrieval the nearest images, the study itself excluded, in both;
 - LRPs: the entities present in the study's report / those the entity head finds.
+
+What the frozen parts make of the studies (patch tokens, logits, references) is computed once, by
+rank 0, into `.train/drafting-setup/` (patch tokens memory-mapped), and read from there by every rank
+and by a resumed run.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
 
+from prompts.labeler import label_report
+from prompts.vocabulary import CHEXBERT_LABELS
 from retrieval.index_files import open_index
 from retrieval.lre import label_neighbours
 from rrg.bundle import INDEX, LLM, LORA, PROMPTS, replace_part, save_modules
 from rrg.data.training_data import StudySet
 from rrg.model import factory
-from rrg.model.generator import load_llm, with_new_lora
+from rrg.model.generation import SamplingSettings, generate_hf
+from rrg.model.generator import enable_gradient_checkpointing, load_llm, with_new_lora
 from rrg.model.prompt import PromptEmbedder, pad_batch
 from rrg.model.prompt_texts import PromptTextEncodings, present_entities
 from rrg.model.references import ReferenceRetriever
-from rrg.model.suggested_findings import finding_names, suggest
-from rrg.training.loop import TrainingRun
+from rrg.model.suggested_findings import example_f1, finding_names, suggest
+from rrg.model.visual_prompt import PromptTexts
+from rrg.paths import write_atomically
+from rrg.training.loop import Step, TrainingRun
 from rrg.training.losses import VisualPromptLosses, loss_tail
 
 NAME = "drafting"
 SEED_OFFSET = 4
+SETUP = "drafting-setup"
 
 
 class _AdapterState:
@@ -55,101 +69,223 @@ class _AdapterState:
         set_peft_model_state_dict(self.model, state)
 
 
+@dataclass
+class _Seen:
+    """What the frozen parts make of one split's studies."""
+
+    tokens: np.ndarray  # (N, P, W) patch tokens of the frozen tower (memory-mapped)
+    references: np.ndarray  # (N, k) rows of the training split whose reports are each study's references
+    label_logits: torch.Tensor  # (N, 14)
+    entity_logits: torch.Tensor  # (N, 75)
+
+
 def _prompt_texts(ctx: TrainingRun) -> PromptTextEncodings | None:
-    """The encoded text prompts: built once (and kept in the bundle), reloaded when resuming."""
+    """The encoded text prompts: built once by rank 0 (and kept in the bundle), read by every rank."""
     config, data = ctx.config, ctx.train_set
     if not config.uses_text_prompts:
         return None
     folder = ctx.out / PROMPTS
-    if folder.is_dir() and ctx.checkpoints.resuming:
-        return PromptTextEncodings.load(folder, config)
-    ctx.log(f"encoding the text prompts with {config.prompt.text_encoder}")
-    encodings = PromptTextEncodings.build(config, data.reports, data.reports)
-    replace_part(folder, encodings.save)
-    return encodings
+
+    def build_if_missing() -> None:  # rank 0 decides, so every rank meets the same barrier
+        if folder.is_dir() and ctx.checkpoints.resuming:
+            return
+        ctx.log(f"encoding the text prompts with {config.prompt.text_encoder}")
+        encodings = PromptTextEncodings.build(config, data.reports, data.reports)
+        replace_part(folder, encodings.save)
+
+    ctx.write(build_if_missing)
+    return PromptTextEncodings.load(folder, config)
+
+
+def _setup(ctx: TrainingRun, encoder, heads, retriever: ReferenceRetriever, enhancer) -> tuple[_Seen, _Seen]:
+    """The train and validation splits as the frozen parts see them: from the setup cache, built first if
+    missing (by rank 0; the other ranks wait, then read it)."""
+    folder = ctx.checkpoints.folder / SETUP
+    k = ctx.config.retrieval.k
+    data, val = ctx.train_set, ctx.val_set
+    row_of = {study_id: row for row, study_id in enumerate(data.ids)}
+
+    def retrieved(study_set: StudySet, vectors: np.ndarray) -> np.ndarray:
+        """Training rows the retriever finds for each study (never the study itself)."""
+        found = retriever.index.search(vectors, k, exclude_ids=study_set.ids)
+        return np.array([[row_of[n.id] for n in neighbors] for neighbors in found], dtype=np.int64)
+
+    def build_if_missing() -> None:  # rank 0 decides, so every rank meets the same barrier
+        if (folder / "setup.pt").is_file():
+            ctx.log(f"drafting: reusing the frozen tower's outputs in {folder}")
+            return
+        ctx.log(f"drafting: encoding {len(data) + len(val)} studies with the frozen tower into {folder}")
+        folder.mkdir(parents=True, exist_ok=True)
+        parts = {}
+        for split, study_set in (("train", data), ("val", val)):
+            pooled, label_logits, entity_logits = _encode_into(ctx, encoder, heads, study_set, folder / f"{split}.npy")
+            vectors = retriever.embed(pooled, entity_logits)
+            if split == "train" and enhancer is not None:  # REVTAF: the training references are nearest in labels
+                references = label_neighbours(study_set.label_status, vectors, enhancer.curvature, k,
+                                              device=ctx.device)
+            else:
+                references = retrieved(study_set, vectors)
+            parts[split] = {"references": references, "label_logits": label_logits, "entity_logits": entity_logits}
+        write_atomically(folder / "setup.pt", lambda p: torch.save(parts, p))  # last: the cache is complete
+
+    ctx.write(build_if_missing)
+    parts = torch.load(folder / "setup.pt", weights_only=False)
+    return tuple(
+        _Seen(np.load(folder / f"{split}.npy", mmap_mode="r"), parts[split]["references"],
+              parts[split]["label_logits"], parts[split]["entity_logits"])
+        for split in ("train", "val")
+    )
+
+
+@torch.no_grad()
+def _encode_into(ctx: TrainingRun, encoder, heads, study_set: StudySet, path: Path):
+    """Patch tokens of a split written into a .npy file a batch at a time; (pooled, label logits, entity
+    logits) on the CPU."""
+    dtype = np.float16 if ctx.training.precision == "bf16" else np.float32
+    tokens, pooled, labels, entities = None, [], [], []
+    partial = path.with_suffix(".partial.npy")
+    written = 0
+    for _, batch in ctx.images(study_set.images, [np.arange(s, min(s + 128, len(study_set)))
+                                                 for s in range(0, len(study_set), 128)]):
+        with ctx.autocast():
+            seen = encoder(batch)
+            label_logits, entity_logits = heads(seen.pooled)
+        if tokens is None:
+            shape = (len(study_set), *seen.tokens.shape[1:])
+            tokens = np.lib.format.open_memmap(partial, mode="w+", dtype=dtype, shape=shape)
+        tokens[written : written + len(batch)] = seen.tokens.float().cpu().numpy()
+        written += len(batch)
+        pooled.append(seen.pooled.float().cpu())
+        labels.append(label_logits.float().cpu())
+        entities.append(entity_logits.float().cpu())
+    tokens.flush()
+    del tokens
+    partial.replace(path)
+    return torch.cat(pooled), torch.cat(labels), torch.cat(entities)
+
+
+def _on(texts: PromptTexts | None, device: torch.device) -> PromptTexts | None:
+    if texts is None:
+        return None
+    return dataclasses.replace(texts, **{f.name: getattr(texts, f.name).to(device) for f in dataclasses.fields(texts)
+                                         if getattr(texts, f.name) is not None})
 
 
 def run(ctx: TrainingRun) -> dict:
     """Train and save the drafting parts of the bundle; the stage's summary."""
-    config, data, training = ctx.config, ctx.train_set, ctx.training
+    config, data, training, device = ctx.config, ctx.train_set, ctx.training, ctx.device
     encoder, heads = ctx.trained_vision()
     tokenizer = ctx.load_tokenizer()
-    model = with_new_lora(load_llm(ctx.out / LLM, config.generator.dtype), config.generator)
+    # The frozen base in the dtype it is served in (bfloat16 for a 7B base), so the adapter learns the
+    # numbers vLLM will compute with; bf16 precision autocasts the rest.
+    model = load_llm(ctx.out / LLM, config.generator.dtype, four_bit=training.base_4bit, device=device)
+    if training.base_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training.gradient_checkpointing)
+    model = with_new_lora(model, config.generator)  # peft puts the adapter on its base layers' device
+    if not training.base_4bit:  # (bitsandbytes' 4-bit weights refuse .to(); they load where they belong)
+        model = model.to(device)
+    if training.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     prompt_texts = _prompt_texts(ctx)
     widths = factory.widths_of(encoder, model.config.hidden_size, prompt_texts.dim if prompt_texts else None)
-    visual_prompt = factory.visual_prompt(config, widths)
+    visual_prompt = factory.visual_prompt(config, widths).to(device)
     prompt_losses = VisualPromptLosses(config.fusion.fcc_weight, config.clues.dc_weight, config.clues.selection_weight)
     embedder = PromptEmbedder(tokenizer, model.get_input_embeddings(), config.prompt)
     enhancer = ctx.trained_enhancer()
     retriever = ReferenceRetriever(open_index(ctx.out / INDEX), enhancer)
-    k = config.retrieval.k
+    seen, val_seen = _setup(ctx, encoder, heads, retriever, enhancer)
+    del encoder  # the frozen tower's work is in the setup cache
 
-    def seen(study_set: StudySet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
-        """Patch tokens, label and entity logits, and index-space vectors of a split."""
-        pooled, tokens = ctx.encode(encoder, study_set.images)
-        with torch.no_grad():
-            label_logits, entity_logits = heads(pooled)
-        return tokens, label_logits, entity_logits, retriever.embed(pooled, entity_logits)
-
-    def retrieved(study_set: StudySet, vectors: np.ndarray) -> list[list[str]]:
-        """The reports the retriever finds for each study (never the study itself)."""
-        found = retriever.index.search(vectors, k, exclude_ids=study_set.ids)
-        return [[n.report for n in neighbors] for neighbors in found]
-
-    tokens, _, _, vectors = seen(data)
-    if enhancer is None:
-        refs = retrieved(data, vectors)
-    else:  # REVTAF: the training references are the studies nearest in labels
-        nearest = label_neighbours(data.label_status, vectors, enhancer.curvature, k)
-        refs = [[data.reports[j] for j in row] for row in nearest]
-    findings = [finding_names(row) for row in data.label_targets.numpy() > 0]
-    present = (data.entity_targets == 1).numpy()  # (N, 75) the report's entities
-    train_reports, val_reports = ctx.targets(data), ctx.targets(ctx.val_set)
+    val = ctx.val_set
+    findings = [finding_names(row) for row in data.label_targets.cpu().numpy() > 0]
+    present = (data.entity_targets == 1).cpu().numpy()  # (N, 75) the report's entities
+    with torch.no_grad():
+        val_suggested = suggest(torch.sigmoid(val_seen.label_logits).cpu().numpy(), heads.thresholds.cpu().numpy())
+    val_findings = [finding_names(row) for row in val_suggested]
+    val_present = present_entities(val_seen.entity_logits, config).cpu().numpy()
+    train_reports, val_reports = ctx.targets(data), ctx.targets(val)
+    train_targets = np.array([len(embedder.target_ids(r)) for r in train_reports])  # tokens L_task averages over
     modules = {"visual_prompt": visual_prompt, "lora": _AdapterState(model)}
     trainable = list(visual_prompt.parameters()) + [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=training.draft_lr, weight_decay=0.0)
     model.train()
-    terms_seen: dict[str, list[float]] = {}
 
-    def losses_of(batch, study_tokens, study_findings, study_refs, study_present, reports, label_targets):
+    def losses_of(rows, split: _Seen, study_findings, study_present, reports, label_targets, whole=None):
+        """The loss terms of some studies; with `whole` (the step's global batch) each term is their share
+        of the whole batch's term, else their own mean."""
+        references = [[data.reports[j] for j in split.references[i]] for i in rows]
         texts = None
         if prompt_texts is not None:
-            texts = prompt_texts.texts_for(visual_prompt, [study_refs[i] for i in batch], study_present[batch])
-        out = visual_prompt(study_tokens[batch], texts)  # tokens (B, V [+ 2L], H)
+            texts = _on(prompt_texts.texts_for(visual_prompt, references, study_present[rows]), device)
+        patches = torch.from_numpy(np.ascontiguousarray(split.tokens[rows])).to(device, torch.float32)
+        out = visual_prompt(patches, texts)  # tokens (B, V [+ 2L], H)
         examples = [
-            embedder.training_example(out.tokens[j], study_findings[i], study_refs[i], reports[i])
-            for j, i in enumerate(batch)
+            embedder.training_example(out.tokens[j], study_findings[i], refs, reports[i])
+            for j, (i, refs) in enumerate(zip(rows, references))
         ]
         embeds, mask, labels = pad_batch([e for e, _ in examples], [l for _, l in examples])
-        task = model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
-        return {"task": task, **prompt_losses(out, texts, label_targets[batch])}
+        targets = label_targets[rows].to(device)
+        if whole is None:
+            task = model(inputs_embeds=embeds, attention_mask=mask, labels=labels, use_cache=False).loss
+            return {"task": task, **prompt_losses(out, texts, targets)}, int(mask.sum())
+        items = torch.tensor(int(train_targets[whole].sum()), device=device)  # L_task: a mean over the whole batch's tokens
+        task = model(inputs_embeds=embeds, attention_mask=mask, labels=labels, num_items_in_batch=items,
+                     use_cache=False).loss
+        share = prompt_losses(out, texts, targets, whole_targets=label_targets[whole])
+        return {"task": task, **share}, int(mask.sum())
 
-    def train_step(batch: np.ndarray) -> torch.Tensor:
-        terms = losses_of(batch, tokens, findings, refs, present, train_reports, data.label_targets)
-        for name, value in terms.items():
-            terms_seen.setdefault(name, []).append(float(value.detach()))
-        return sum(terms.values())
+    def train_step(step: Step):
+        terms, tokens = losses_of(step.rows, seen, findings, present, train_reports, data.label_targets, step.whole)
+        return sum(terms.values()), {**{k: float(v.detach()) for k, v in terms.items()}, "tokens": tokens}
 
-    losses = ctx.steps("drafting", len(data), training.draft_batch, training.draft_epochs, modules, optimizer, train_step)
+    subset = np.arange(min(training.eval_studies, len(val)))
+
+    def validate() -> dict[str, float]:
+        """Loss and the CE example F1 of greedy drafts on a fixed subset of the validation split."""
+        model.eval()
+        visual_prompt.eval()
+        with torch.no_grad(), ctx.autocast():
+            terms, _ = losses_of(subset, val_seen, val_findings, val_present, val_reports, val.label_targets)
+            references = [[data.reports[j] for j in val_seen.references[i]] for i in subset]
+            texts = None
+            if prompt_texts is not None:
+                texts = _on(prompt_texts.texts_for(visual_prompt, references, val_present[subset]), device)
+            patches = torch.from_numpy(np.ascontiguousarray(val_seen.tokens[subset])).to(device, torch.float32)
+            out = visual_prompt(patches, texts)
+            prompts = [embedder.prompt_embeds(out.tokens[j], val_findings[i], references[j])
+                       for j, i in enumerate(subset)]
+            drafts = generate_hf(model, tokenizer, prompts, SamplingSettings(max_tokens=config.prompt.max_report_tokens))
+        model.train()
+        visual_prompt.train()
+        drafted = np.array([[label_report(d.text)[n] == "positive" for n in CHEXBERT_LABELS] for d in drafts])
+        truth = val.label_targets[subset].cpu().numpy() > 0
+        return {"loss": round(float(terms["task"]), 4), "draft_example_f1": round(example_f1(drafted, truth), 4)}
+
+    # Each study's sequence length, near enough to group batches by it: its report and its references.
+    reference_tokens = np.array([min(embedder.count_tokens(r), config.prompt.max_reference_tokens) for r in data.reports])
+    lengths = train_targets + reference_tokens[seen.references].sum(axis=1)
+    losses = ctx.steps("drafting", len(data), training.draft_batch, training.draft_epochs, modules, optimizer,
+                       train_step, parallel=[visual_prompt, model], validate=validate, lengths=lengths)
     model.eval()
     visual_prompt.eval()
-    val = ctx.val_set
-    val_tokens, val_label_logits, val_entity_logits, val_vectors = seen(val)
-    val_refs = retrieved(val, val_vectors)
-    with torch.no_grad():
-        val_suggested = suggest(torch.sigmoid(val_label_logits).numpy(), heads.thresholds.numpy())
-        val_findings = [finding_names(row) for row in val_suggested]
-        val_present = present_entities(val_entity_logits, config).numpy()
+    with torch.no_grad(), ctx.autocast():
         val_batches = np.array_split(np.arange(len(val)), max(1, len(val) // 32))
         val_terms = [
-            losses_of(b, val_tokens, val_findings, val_refs, val_present, val_reports, val.label_targets)
+            {k: float(v) for k, v in losses_of(b, val_seen, val_findings, val_present, val_reports,
+                                               val.label_targets)[0].items()}
             for b in val_batches
         ]
-    replace_part(ctx.out / LORA, lambda folder: model.save_pretrained(str(folder)))
-    save_modules(ctx.out, heads, visual_prompt, enhancer)
+
+    def save() -> None:
+        replace_part(ctx.out / LORA, lambda folder: model.save_pretrained(str(folder)))
+        save_modules(ctx.out, heads.cpu(), visual_prompt.cpu(), enhancer)
+
+    ctx.write(save)
     summary = {"final_loss": loss_tail(losses), "val_loss": round(float(np.mean([t["task"] for t in val_terms])), 4),
                "widths": widths.to_dict()}
-    if len(terms_seen) > 1:  # the terms apart, when there is more than the task's
-        summary["final_terms"] = {name: loss_tail(values) for name, values in terms_seen.items()}
+    if len(val_terms[0]) > 1:  # the terms apart, when there is more than the task's
+        summary["final_terms"] = ctx.terms_tail("drafting")
         summary["val_terms"] = {name: round(float(np.mean([t[name] for t in val_terms])), 4) for name in val_terms[0]}
     return summary

@@ -21,5 +21,5 @@ def run(ctx: TrainingRun) -> dict:
         tokenizer = AutoTokenizer.from_pretrained(generator.base)
         if tokenizer.pad_token is None:  # Mistral's has none; batches need one (masked out anyway)
             tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
-    tokenizer.save_pretrained(str(ctx.out / LLM))
+    ctx.write(lambda: tokenizer.save_pretrained(str(ctx.out / LLM)))
     return {"vocab_size": len(tokenizer)}
