@@ -4,8 +4,8 @@
                (`torchrun --nproc_per_node 2 -m rrg train`), from each run's logs/metrics.jsonl. On a
                2-core machine the two ranks share the cores, so the ratio shows DistributedDataParallel's
                overhead (gradient all-reduce, the batch split in two), not a speed-up.
-  setup cache  a run killed mid-drafting, resumed twice from copies of the same folder: with the drafting
-               stage's setup cache (.train/drafting-setup: the frozen tower's patch tokens, logits and
+  setup cache  a demo-tiny run (its 128-px ViT, one epoch per stage) killed mid-drafting, resumed twice
+               from copies of the same folder: with the drafting stage's setup cache (.train/drafting-setup: the frozen tower's patch tokens, logits and
                references) and without it (deleted, so the resumed run encodes every study again); the
                seconds from the start of `rrg train` until its first resumed drafting step.
 
@@ -36,7 +36,13 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 def _settings(epochs: int) -> list[str]:
     return ["--set", f"training.vision_epochs={epochs}", "--set", f"training.lm_epochs={epochs}",
-            "--set", f"training.draft_epochs={epochs}", "--set", "training.checkpoint_every=20"]
+            "--set", f"training.draft_epochs={epochs}", "--set", f"training.retriever_epochs={epochs}",
+            "--set", "training.checkpoint_every=20"]
+
+
+def _demo(command: list[str]) -> list[str]:
+    """The command with the demo's own config instead of test-micro's."""
+    return [part if part != "test-micro" else "demo-tiny" for part in command]
 
 
 def _samples_per_s(bundle: Path) -> dict[str, float]:
@@ -88,7 +94,7 @@ def main() -> int:
             rates[ranks] = _samples_per_s(out)
 
         killed = folder / "killed"
-        process = subprocess.Popen([*TRAIN, "--data", str(data), "--out", str(killed), *_settings(args.epochs)])
+        process = subprocess.Popen([*_demo(TRAIN), "--data", str(data), "--out", str(killed), *_settings(args.epochs)])
         while not (killed / ".train" / "drafting.pt").is_file():
             if process.poll() is not None:
                 raise SystemExit("training ended before a drafting checkpoint")
@@ -100,7 +106,8 @@ def main() -> int:
             copies[name] = folder / f"resume-{name}"
             shutil.copytree(killed, copies[name])
         shutil.rmtree(copies["without"] / ".train" / "drafting-setup")
-        resume = {name: _seconds_to_resume([*TRAIN, "--data", str(data), "--out", str(path), *_settings(args.epochs)])
+        verbose = [c for c in _demo(TRAIN) if c != "-q"]  # the resumed run's log says when it resumes
+        resume = {name: _seconds_to_resume([*verbose, "--data", str(data), "--out", str(path), *_settings(args.epochs)])
                   for name, path in copies.items()}
 
     print(f"`test-micro` on the demo data ({args.epochs} epoch(s) per stage), {os.cpu_count()} cores, gloo")
@@ -111,6 +118,7 @@ def main() -> int:
         print(f"| {stage} | {one:.1f} | {two:.1f} | {two / one:.2f} |")
     print("On this machine both ranks share the same cores: the ratio is DDP's overhead, not a speed-up.")
     print()
+    print(f"demo-tiny killed mid-drafting ({args.epochs} epoch(s) per stage), resumed from copies of the same folder")
     print("| drafting resumed | seconds to the first resumed step |")
     print("|---|---:|")
     print(f"| with the setup cache | {resume['with']:.1f} |")

@@ -226,9 +226,9 @@ class TrainingConfig:
     schedule: str = "constant"  # learning rate: constant, or cosine (to 0 over the stage, after warmup)
     warmup_fraction: float = 0.0  # the first fraction of each stage's steps ramps the rate up linearly
     base_4bit: bool = False  # QLoRA: the frozen pretrained base loaded in 4-bit NF4 (CUDA, bitsandbytes)
-    # Batches of reports of similar length (language and drafting stages): far less padding to compute
-    # (the demo's language stage ran 1.6x the samples/s), but the demo trained with it stopped stating
-    # findings (top-5 micro F1 0.386 -> 0.000 on its test split): off until that is understood.
+    # Batches of reports of similar length (language and drafting stages): less padding to compute, but
+    # the demo trained with it stopped stating findings (top-5 micro F1 0.000 on its test split; see
+    # docs/performance.md): off until that is understood.
     group_by_length: bool = False
     eval_every: int = 0  # a validation pass every this many steps of a stage (0: only at a stage's end)
     eval_studies: int = 32  # the fixed validation subset the pass drafts greedily and scores
