@@ -40,11 +40,13 @@ def run(ctx: TrainingRun) -> dict:
         return criterion(label_logits, entity_logits, data.label_targets[step.rows].to(device),
                          data.entity_targets[step.rows].to(device), data.entity_targets[step.whole])
 
+    val = ctx.val_set  # loaded now, on every rank: the passes below run on rank 0 alone
+
     def validate() -> dict[str, float]:
         encoder.eval()
-        probabilities = _probabilities(ctx, encoder, heads, ctx.val_set)
+        probabilities = _probabilities(ctx, encoder, heads, val)
         encoder.train()
-        return {"mean_auc_14": _mean_auc(probabilities, ctx.val_set.label_targets.cpu().numpy() > 0)}
+        return {"mean_auc_14": _mean_auc(probabilities, val.label_targets.cpu().numpy() > 0)}
 
     losses = ctx.steps(
         "vision", len(data), training.vision_batch, training.vision_epochs, modules, optimizer, train_step,
