@@ -115,7 +115,7 @@ class TrainingRun:
     def encode(self, encoder: VisionEncoder, images: CachedImages) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled embeddings (N, E) and patch tokens (N, P, W) of a split's images, in order, on the CPU."""
         pooled, tokens = [], []
-        for _, batch in self.images(images, _in_order(len(images), 128)):
+        for _, batch in self.images(images, in_order(len(images), 128)):
             with self.autocast():
                 batch_pooled, batch_tokens = encode_images(encoder, batch)
             pooled.append(batch_pooled.float().cpu())
@@ -314,7 +314,8 @@ def _split(result: StepResult) -> tuple[torch.Tensor, dict[str, float]]:
     return result if isinstance(result, tuple) else (result, {})
 
 
-def _in_order(count: int, batch: int) -> list[np.ndarray]:
+def in_order(count: int, batch: int) -> list[np.ndarray]:
+    """Batches of indices 0..count-1 in order, `batch` at a time (the last may be shorter)."""
     return [np.arange(start, min(start + batch, count)) for start in range(0, count, batch)]
 
 

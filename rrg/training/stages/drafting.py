@@ -44,7 +44,7 @@ from rrg.model.references import ReferenceRetriever
 from rrg.model.suggested_findings import example_f1, finding_names, suggest
 from rrg.model.visual_prompt import PromptTexts
 from rrg.paths import write_atomically
-from rrg.training.loop import Step, TrainingRun
+from rrg.training.loop import Step, TrainingRun, in_order
 from rrg.training.losses import VisualPromptLosses, loss_tail
 
 NAME = "drafting"
@@ -145,8 +145,7 @@ def _encode_into(ctx: TrainingRun, encoder, heads, study_set: StudySet, path: Pa
     tokens, pooled, labels, entities = None, [], [], []
     partial = path.with_suffix(".partial.npy")
     written = 0
-    for _, batch in ctx.images(study_set.images, [np.arange(s, min(s + 128, len(study_set)))
-                                                 for s in range(0, len(study_set), 128)]):
+    for _, batch in ctx.images(study_set.images, in_order(len(study_set), 128)):
         with ctx.autocast():
             seen = encoder(batch)
             label_logits, entity_logits = heads(seen.pooled)
@@ -212,29 +211,30 @@ def run(ctx: TrainingRun) -> dict:
     optimizer = torch.optim.AdamW(trainable, lr=training.draft_lr, weight_decay=0.0)
     model.train()
 
-    def losses_of(rows, split: _Seen, study_findings, study_present, reports, label_targets, whole=None):
-        """The loss terms of some studies; with `whole` (the step's global batch) each term is their share
-        of the whole batch's term, else their own mean."""
+    def visual_prompt_of(rows, split: _Seen, study_present):
+        """Each study's references, and the visual prompt's output for the studies (tokens (B, V [+ 2L], H))."""
         references = [[data.reports[j] for j in split.references[i]] for i in rows]
         texts = None
         if prompt_texts is not None:
             texts = _on(prompt_texts.texts_for(visual_prompt, references, study_present[rows]), device)
         patches = torch.from_numpy(np.ascontiguousarray(split.tokens[rows])).to(device, torch.float32)
-        out = visual_prompt(patches, texts)  # tokens (B, V [+ 2L], H)
+        return references, texts, visual_prompt(patches, texts)
+
+    def losses_of(rows, split: _Seen, study_findings, study_present, reports, label_targets, whole=None):
+        """The loss terms of some studies; with `whole` (the step's global batch) each term is their share
+        of the whole batch's term, else their own mean."""
+        references, texts, out = visual_prompt_of(rows, split, study_present)
         examples = [
             embedder.training_example(out.tokens[j], study_findings[i], refs, reports[i])
             for j, (i, refs) in enumerate(zip(rows, references))
         ]
         embeds, mask, labels = pad_batch([e for e, _ in examples], [l for _, l in examples])
-        targets = label_targets[rows].to(device)
-        if whole is None:
-            task = model(inputs_embeds=embeds, attention_mask=mask, labels=labels, use_cache=False).loss
-            return {"task": task, **prompt_losses(out, texts, targets)}, int(mask.sum())
-        items = torch.tensor(int(train_targets[whole].sum()), device=device)  # L_task: a mean over the whole batch's tokens
+        # L_task: a mean over the whole batch's tokens (over these studies' own without `whole`)
+        items = None if whole is None else torch.tensor(int(train_targets[whole].sum()), device=device)
         task = model(inputs_embeds=embeds, attention_mask=mask, labels=labels, num_items_in_batch=items,
                      use_cache=False).loss
-        share = prompt_losses(out, texts, targets, whole_targets=label_targets[whole])
-        return {"task": task, **share}, int(mask.sum())
+        whole_targets = None if whole is None else label_targets[whole]
+        return {"task": task, **prompt_losses(out, texts, label_targets[rows].to(device), whole_targets)}, int(mask.sum())
 
     def train_step(step: Step):
         terms, tokens = losses_of(step.rows, seen, findings, present, train_reports, data.label_targets, step.whole)
@@ -248,12 +248,7 @@ def run(ctx: TrainingRun) -> dict:
         visual_prompt.eval()
         with torch.no_grad(), ctx.autocast():
             terms, _ = losses_of(subset, val_seen, val_findings, val_present, val_reports, val.label_targets)
-            references = [[data.reports[j] for j in val_seen.references[i]] for i in subset]
-            texts = None
-            if prompt_texts is not None:
-                texts = _on(prompt_texts.texts_for(visual_prompt, references, val_present[subset]), device)
-            patches = torch.from_numpy(np.ascontiguousarray(val_seen.tokens[subset])).to(device, torch.float32)
-            out = visual_prompt(patches, texts)
+            references, _, out = visual_prompt_of(subset, val_seen, val_present)
             prompts = [embedder.prompt_embeds(out.tokens[j], val_findings[i], references[j])
                        for j, i in enumerate(subset)]
             drafts = generate_hf(model, tokenizer, prompts, SamplingSettings(max_tokens=config.prompt.max_report_tokens))

@@ -35,12 +35,17 @@ def run(ctx: TrainingRun) -> dict:
     def ids(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False).input_ids
 
-    # Each report after its own findings line: the base learns to write what the line names.
-    cues = [
-        [tokenizer.bos_token_id, *ids(report_cue(finding_names(row), prompt.findings_heading))]
-        for row in data.label_targets.cpu().numpy() > 0
-    ]
-    targets = [ids(" " + r.strip())[: prompt.max_report_tokens] + [tokenizer.eos_token_id] for r in ctx.targets(data)]
+    def cues_and_targets(study_set) -> tuple[list[list[int]], list[list[int]]]:
+        """Each report after its own findings line: the base learns to write what the line names."""
+        cues = [
+            [tokenizer.bos_token_id, *ids(report_cue(finding_names(row), prompt.findings_heading))]
+            for row in study_set.label_targets.cpu().numpy() > 0
+        ]
+        targets = [ids(" " + r.strip())[: prompt.max_report_tokens] + [tokenizer.eos_token_id]
+                   for r in ctx.targets(study_set)]
+        return cues, targets
+
+    cues, targets = cues_and_targets(data)
     optimizer = torch.optim.AdamW(model.parameters(), lr=ctx.training.lm_lr, weight_decay=0.01)
     model.train()
 
@@ -67,9 +72,7 @@ def run(ctx: TrainingRun) -> dict:
         return loss, {"tokens": int(mask.sum())}
 
     val = ctx.val_set
-    val_cues = [[tokenizer.bos_token_id, *ids(report_cue(finding_names(row), prompt.findings_heading))]
-                for row in val.label_targets.cpu().numpy() > 0]
-    val_targets = [ids(" " + r.strip())[: prompt.max_report_tokens] + [tokenizer.eos_token_id] for r in ctx.targets(val)]
+    val_cues, val_targets = cues_and_targets(val)
     subset = np.arange(min(ctx.training.eval_studies, len(val)))
 
     def validate() -> dict[str, float]:
