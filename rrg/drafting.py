@@ -88,12 +88,14 @@ class Drafter:
     @torch.no_grad()
     def plan(
         self, images: Sequence[np.ndarray], instruction: str | None | Sequence[str | None] = None,
-        timings: dict[str, float] | None = None,
+        timings: dict[str, float] | None = None, findings: Sequence[Sequence[str]] | None = None,
     ) -> list[DraftPlan]:
         """Prompts for decoded grayscale images (any size, float in [0, 1]), in one batch.
 
         instruction: one for every image, or one per image (a server's micro-batch of requests);
-        timings: if given, gets the seconds of the batch's stages "vision", "retrieval" and "fusion".
+        timings: if given, gets the seconds of the batch's stages "vision", "retrieval" and "fusion";
+        findings: for each image, the finding names its prompt states instead of the heads' suggestions
+        (a diagnostic: what the drafts make of a right findings line, bench/demo_quality.py).
         """
         if not images:
             return []
@@ -113,11 +115,13 @@ class Drafter:
         visual = self.visual_prompt(seen.tokens, self._texts(references, entity_logits))  # tokens (B, V [+ 2L], H)
         clues = self._clues(visual.clues) if visual.clues is not None else [[] for _ in neighbors]
         plans = []
+        if findings is not None and len(findings) != len(images):
+            raise ValueError(f"{len(findings)} findings lines for {len(images)} images")
         for row, found in enumerate(neighbors):
-            names = finding_names(suggested[row])
+            names = finding_names(suggested[row]) if findings is None else list(findings[row])
             embeds = self.embedder.prompt_embeds(visual.tokens[row], names, references[row], instructions[row])
-            findings = {name: round(float(p), 4) for name, p in zip(CHEXBERT_LABELS, probabilities[row])}
-            plans.append(DraftPlan(embeds, found, findings, names, clues[row]))
+            scores = {name: round(float(p), 4) for name, p in zip(CHEXBERT_LABELS, probabilities[row])}
+            plans.append(DraftPlan(embeds, found, scores, names, clues[row]))
         clock.lap("fusion")  # projector, Sinkhorn fusion, clues and the prompt's assembly
         return plans
 

@@ -36,9 +36,11 @@ from rrg.data.datasets import (
     read_iu_sections,
     read_r2gen_annotation,
 )
+from rrg.data.image_cache import CACHE_FOLDER
 from rrg.data.manifest import MANIFEST, write_manifest
 from rrg.demo.gallery import render_gallery
 from rrg.demo.phantom import render_report_phantom
+from rrg.demo.phantom.findings import PHANTOM_VERSION
 from rrg.paths import write_atomically
 
 PHANTOM_NOTICE = (
@@ -64,8 +66,15 @@ class DemoConfig:
 
 
 def demo_exists(out: str | Path) -> bool:
-    """Whether a finished demo set is at `out` (the manifest is written last)."""
-    return (Path(out) / MANIFEST).is_file()
+    """Whether a finished demo set of this rrg's phantoms is at `out` (the manifest is written last; a set
+    whose demo.json states another phantom version was drawn by an older rrg and is built again)."""
+    out = Path(out)
+    if not (out / MANIFEST).is_file() or not (out / "demo.json").is_file():
+        return False
+    try:
+        return json.loads((out / "demo.json").read_text()).get("phantom_version") == PHANTOM_VERSION
+    except json.JSONDecodeError:
+        return False
 
 
 def _holdout_rank(study_id: str) -> str:
@@ -99,6 +108,10 @@ def build_demo(config: DemoConfig, progress: bool = True) -> dict:
     """Build the demo set into `config.out` and return its summary (also saved as demo.json)."""
     started = time.perf_counter()
     out = Path(config.out)
+    # A rebuild draws new images: until its manifest is written last, the folder is not a finished set,
+    # and an image cache of the old images must not be read as theirs.
+    (out / MANIFEST).unlink(missing_ok=True)
+    shutil.rmtree(out / CACHE_FOLDER, ignore_errors=True)
     (out / "images").mkdir(parents=True, exist_ok=True)
     packaged = config.annotation is None
     annotation_path = packaged_iu_annotation() if packaged else Path(config.annotation)
@@ -132,6 +145,7 @@ def build_demo(config: DemoConfig, progress: bool = True) -> dict:
     summary = {
         "demo": True,
         "notice": PHANTOM_NOTICE,
+        "phantom_version": PHANTOM_VERSION,
         "reports_source": IU_ATTRIBUTION if packaged else f"R2Gen-format annotation {annotation_path.name}",
         "labeler": RULES_LABELER_NAME,
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},

@@ -64,6 +64,7 @@ class PromptEmbedder:
             shortened,
             self.prompt.findings_heading,
             self.prompt.references_heading,
+            self.prompt.findings_last,
         )
         head = self._embed([self.tokenizer.bos_token_id, *self._ids(before_image())])  # (h, H)
         tail = self._embed(self._ids(after))  # (t, H)

@@ -40,6 +40,9 @@ DEVICE_KINDS = ("central_line", "ett", "ng_tube", "chest_tube", "sternotomy_wire
 SIDES = ("left", "right", "bilateral", "midline")
 ZONES = ("upper", "mid", "lower", "apical", "basal", "whole")
 MILD = 0.3  # severity of a finding the report states as uncertain
+# What the phantoms of a report look like: raised whenever a report is drawn differently, so that a demo
+# set built by an older rrg is built again (rrg.demo.data). 2: devices drawn on "No Finding" reports.
+PHANTOM_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -295,10 +298,14 @@ def _device_side(study_id: str, kind: str, side: str | None) -> str:
 
 
 def findings_from_report(study_id: str, labels: dict[str, str], triplets: list[dict]) -> list[PhantomFinding]:
-    """Findings a phantom of this report shows, placed where its triplets put them."""
-    if labels.get("No Finding") == "positive":
-        return []
+    """Findings a phantom of this report shows, placed where its triplets put them.
+
+    A "No Finding" report may still state a support device (CheXpert's No Finding leaves Support
+    Devices out): its phantom shows the device and nothing else.
+    """
     drawn = {label: status for label, status in labels.items() if status in ("positive", "uncertain")}
+    if labels.get("No Finding") == "positive":
+        drawn = {label: status for label, status in drawn.items() if label == "Support Devices"}
     findings: list[PhantomFinding] = []
 
     def add(kind: str, label: str, entities: Sequence[str] = ()) -> None:
@@ -332,7 +339,8 @@ def findings_from_report(study_id: str, labels: dict[str, str], triplets: list[d
     if "Support Devices" in drawn:
         for kind, side in _device_kinds(study_id, _present(triplets, DEVICE_ENTITIES)):
             findings.append(PhantomFinding(kind, side, "whole", 1.0))
-    findings.extend(_findings_without_label(study_id, triplets, {f.kind for f in findings}))
+    if labels.get("No Finding") != "positive":
+        findings.extend(_findings_without_label(study_id, triplets, {f.kind for f in findings}))
     return findings
 
 

@@ -120,7 +120,8 @@ def _setup(ctx: TrainingRun, encoder, heads, retriever: ReferenceRetriever, enha
         for split, study_set in (("train", data), ("val", val)):
             pooled, label_logits, entity_logits = _encode_into(ctx, encoder, heads, study_set, folder / f"{split}.npy")
             vectors = retriever.embed(pooled, entity_logits)
-            if split == "train" and enhancer is not None:  # REVTAF: the training references are nearest in labels
+            if split == "train" and enhancer is not None and ctx.training.draft_references == "label_neighbours":
+                # REVTAF: the training references are the studies nearest in labels
                 references = label_neighbours(study_set.label_status, vectors, enhancer.curvature, k,
                                               device=ctx.device)
             else:

@@ -81,3 +81,22 @@ def test_a_finished_set_is_not_rebuilt_and_a_partial_one_is_not_finished(demo, c
     partial = demo.parent / "partial"
     (partial / "images").mkdir(parents=True)
     assert not demo_exists(partial)
+
+
+def test_a_set_of_older_phantoms_is_built_again_without_its_image_cache(demo, tmp_path):
+    import shutil
+
+    from rrg.data.image_cache import build_image_cache, cache_dir
+
+    older = tmp_path / "older"
+    shutil.copytree(demo, older)
+    build_image_cache(older, 32, workers=1, progress=False, log=lambda _: None)
+    summary = json.loads((older / "demo.json").read_text())
+    assert summary["phantom_version"] >= 2 and demo_exists(older)
+    (older / "demo.json").write_text(json.dumps({**summary, "phantom_version": 1}))
+    assert not demo_exists(older)
+    argv = ["-q", "data", "demo", "--out", str(older), "--annotation", str(demo.parent / "annotation.json"),
+            "--size", "96", "--workers", "1"]
+    assert main(argv) == 0
+    assert demo_exists(older)
+    assert not cache_dir(older, 32).exists()  # the cache of the old images is gone with them

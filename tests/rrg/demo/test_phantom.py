@@ -307,6 +307,14 @@ def test_no_finding_report_has_no_findings():
     assert findings_from_report(STUDY, labels(Cardiomegaly="negative", Edema="blank"), []) == []
 
 
+def test_no_finding_report_still_shows_its_support_device():
+    # CheXpert's No Finding leaves Support Devices out: "Pacemaker in place. No acute disease."
+    triplets = [{"entity": "pacemaker", "position": "unspecified", "exist": 1},
+                {"entity": "calcification", "position": "left_upper_lung", "exist": 1}]
+    findings = findings_from_report(STUDY, labels(No_Finding="positive", Support_Devices="positive"), triplets)
+    assert [(f.kind, f.side) for f in findings] == [("pacemaker", "left")]
+
+
 def test_lobes_and_positions_place_findings():
     triplets = [
         {"entity": "consolidation", "position": "upper_right_lobe", "exist": 1},

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from prompts.instructions import after_image
+from prompts.instructions import after_image, report_cue
 from prompts.vocabulary import CHEXBERT_LABELS
 from rrg.bundle import Bundle, OutdatedBundleError
 from rrg.data.imaging import load_image
@@ -80,6 +80,15 @@ def test_the_prompt_names_the_findings_or_says_none():
     assert "Findings suggested by the image: none." in after_image("Write it.", [], [], heading, "Priors:")
 
 
+def test_findings_last_puts_the_line_just_before_the_answer_as_the_base_model_learned_it():
+    heading = "Findings suggested by the image:"
+    text = after_image("Write it.", ["pleural effusion"], ["Prior one."], heading, "Priors:", findings_last=True)
+    assert text.splitlines() == [
+        "</Img> Write it.", "Priors:", "1. Prior one.", "Findings suggested by the image: pleural effusion.", "Assistant:",
+    ]
+    assert text.endswith(report_cue(["pleural effusion"], heading))  # what the language stage trains on
+
+
 def test_bundle_thresholds_decide_the_findings_in_the_prompt(micro_bundle, micro_data):
     bundle = Bundle.open(micro_bundle)
     summary = bundle.facts["training_summary"]["vision"]
@@ -95,6 +104,11 @@ def test_bundle_thresholds_decide_the_findings_in_the_prompt(micro_bundle, micro
     every = drafter.plan([image])[0]
     assert every.suggested == [name.lower() for name in CHEXBERT_LABELS if name != "No Finding"]
     assert len(every.prompt_embeds) > len(plan.prompt_embeds)
+    # A findings line given in place of the heads' (the diagnostic of bench/demo_quality.py).
+    given = drafter.plan([image], findings=[["pleural effusion"]])[0]
+    assert given.suggested == ["pleural effusion"]
+    with pytest.raises(ValueError, match="findings lines"):
+        drafter.plan([image, image], findings=[["pleural effusion"]])
 
 
 def test_a_bundle_of_the_older_format_is_refused_with_the_fix(micro_bundle, tmp_path):

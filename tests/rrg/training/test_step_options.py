@@ -97,6 +97,10 @@ def test_training_options_are_checked():
         load_model_config("test-micro").replace(training={"device": "tpu"})
     with pytest.raises(ValueError, match="accumulate"):
         load_model_config("test-micro").replace(training={"accumulate": 0})
+    with pytest.raises(ValueError, match="draft_references"):
+        load_model_config("test-micro").replace(training={"draft_references": "oracle"})
+    with pytest.raises(ValueError, match="findings_last"):
+        load_model_config("test-micro").replace(prompt={"findings_last": "yes"})
 
 
 @pytest.mark.slow
