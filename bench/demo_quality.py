@@ -213,15 +213,13 @@ def _drafted_ce(drafter, images, findings, reference_labels, max_tokens: int) ->
     """CE example / micro / top-5 micro F1 (pos) of greedy drafts, with the heads' findings line (None)
     or the one given."""
     from eval.clinical import clinical_efficacy
-    from rrg.model.generation import SamplingSettings, generate_hf
+    from rrg.model.generation import SamplingSettings
 
     texts = []
     for start in range(0, len(images), 32):
-        batch = images[start : start + 32]
-        plans = drafter.drafter.plan(batch, findings=None if findings is None else findings[start : start + 32])
-        generations = generate_hf(drafter.model, drafter.tokenizer, [p.prompt_embeds for p in plans],
-                                  SamplingSettings(max_tokens=max_tokens))
-        texts += [g.text for g in generations]
+        lines = None if findings is None else findings[start : start + 32]
+        drafts = drafter.draft(images[start : start + 32], SamplingSettings(max_tokens=max_tokens), findings=lines)
+        texts += [d.text for d in drafts]
     metrics = clinical_efficacy([label_report(t) for t in texts], reference_labels)
     return {key: metrics[f"ce/pos/{key}/f1"] for key in ("example/all14", "micro/all14", "micro/top5")}
 
@@ -246,12 +244,12 @@ def signal_section(bundle_path: Path, data: Path) -> list[str]:
     test = load_split(data, "test", bundle.config.vision.image_size, progress=False, log=_log)
     records = {r["id"]: r for r in read_jsonl(data / "manifest.jsonl", required=("id",))}
     blank = np.array([not findings_from_report(i, records[i]["labels"], records[i]["triplets"]) for i in test.ids])
-    images = [image[0].numpy() for batch in test.images.in_order(128) for image in batch]
+    batches = list(test.images.in_order(128))  # (B, 1, S, S) each, read from the image cache once
+    images = [image[0].numpy() for batch in batches for image in batch]
     drafter = LocalDrafter(bundle)
     with torch.no_grad():
         probabilities = np.concatenate([
-            torch.sigmoid(drafter.drafter.heads(drafter.drafter.encoder(batch).pooled)[0]).numpy()
-            for batch in test.images.in_order(128)
+            torch.sigmoid(drafter.drafter.heads(drafter.drafter.encoder(batch).pooled)[0]).numpy() for batch in batches
         ])
     truth = test.label_targets.numpy() > 0
     lines = [f"Finding heads on the {len(test)} test studies (labels with at least {MIN_SUPPORT} positives)", "",

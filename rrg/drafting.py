@@ -172,9 +172,12 @@ class LocalDrafter:
         self.model = factory.load_generator(bundle).eval()
         self.tokenizer = self.drafter.embedder.tokenizer
 
-    def draft(self, images: Sequence[np.ndarray], settings: SamplingSettings | None = None) -> list[Draft]:
-        """Drafts for a batch of decoded images."""
-        plans = self.drafter.plan(images)
+    def draft(
+        self, images: Sequence[np.ndarray], settings: SamplingSettings | None = None,
+        findings: Sequence[Sequence[str]] | None = None,
+    ) -> list[Draft]:
+        """Drafts for a batch of decoded images; `findings` as in `Drafter.plan`."""
+        plans = self.drafter.plan(images, findings=findings)
         if not plans:
             return []
         settings = settings or SamplingSettings()

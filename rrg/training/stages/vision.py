@@ -56,8 +56,8 @@ def run(ctx: TrainingRun) -> dict:
     heads.eval()
     if training.gradient_checkpointing:
         encoder.clip.visual.set_grad_checkpointing(False)
-    val_probabilities = _probabilities(ctx, encoder, heads, ctx.val_set)
-    val_positives = ctx.val_set.label_targets.cpu().numpy() > 0
+    val_probabilities = _probabilities(ctx, encoder, heads, val)
+    val_positives = val.label_targets.cpu().numpy() > 0
     thresholds = tune_thresholds(val_probabilities, val_positives)
     heads.thresholds.copy_(torch.from_numpy(thresholds))
     encoder, heads = encoder.cpu(), heads.cpu()
